@@ -1,0 +1,222 @@
+"""The ``torch-prune-ext`` command line: ``prune``, ``report``, ``methods``.
+
+Examples::
+
+    torch-prune-ext prune                      # ResNet-20, CIFAR-10, SynFlow, 90% sparsity
+    torch-prune-ext prune --model lenet_300_100 --method snip --sparsity 0.98
+    torch-prune-ext report pruned-resnet20-synflow-0.9.pt
+    torch-prune-ext methods
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..api import global_prune
+from ..core.checkpoint import load_pruned_state_dict
+from ..core.report import LayerSparsity, SparsityReport, format_table, sparsity_report
+from ..core.targets import prunable_parameters
+from ..errors import PruningError
+from ..methods import METHODS, PruningMethod
+from ..models import MODELS, get_model, input_shape_of
+
+CHECKPOINT_FORMAT = "torch_prune_ext.checkpoint/1"
+
+#: The dataset each model is pruned with by default.
+DEFAULT_DATASET = {"lenet_300_100": "mnist", "mlp": "mnist", "resnet18": "random"}
+DATASET_CLASSES = {"cifar10": 10, "mnist": 10}
+
+
+def needs_of(cls: type[PruningMethod]) -> str:
+    """What a method needs, in words, for the method table."""
+    if cls.needs_labels:
+        return "data with labels"
+    if cls.needs_data:
+        return "data"
+    if cls.needs_input_shape:
+        return "input_shape or data"
+    return "nothing"
+
+
+def methods_table() -> str:
+    """The method table: name, class, needs, default rounds, own options."""
+    rows = []
+    for name, cls in METHODS.items():
+        options = ", ".join(
+            f"{f.name}={getattr(f.default, '__name__', f.default)!r}".replace("'", "")
+            for f in dataclasses.fields(cls.Config)
+        )
+        rows.append((name, cls.__name__, needs_of(cls), str(cls.default_rounds), options or "-", cls.summary))
+    return format_table(("name", "class", "needs", "rounds", "options", "score"), rows, "llllll")
+
+
+def _pruning_data(args: argparse.Namespace, num_classes: int) -> tuple[Any, tuple[int, ...]]:
+    """The pruning batch ``(x, y)`` of the run and the model's input shape."""
+    input_shape = input_shape_of(args.model)
+    if args.data == "random":
+        generator = torch.Generator().manual_seed(args.seed)
+        n = args.per_class * num_classes
+        x = torch.randn((n, *input_shape), generator=generator)
+        y = torch.randint(0, num_classes, (n,), generator=generator)
+        return (x, y), input_shape
+    from ..data import pruning_set
+
+    x, y = pruning_set(args.data, per_class=args.per_class, seed=args.seed, root=args.data_root)
+    return (x.reshape(len(x), *input_shape), y), input_shape
+
+
+def _save_atomically(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    args.data = args.data or DEFAULT_DATASET.get(args.model, "cifar10")
+    num_classes = args.num_classes or DATASET_CLASSES.get(args.data, 10)
+    torch.manual_seed(args.seed)
+    model = get_model(args.model, num_classes=num_classes).to(args.device)
+    data, input_shape = _pruning_data(args, num_classes)
+    x, y = data
+    batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size]) for i in range(0, len(x), args.batch_size)]
+    n_weights = sum(getattr(module, name).numel() for module, name in prunable_parameters(model))
+    print(f"torch-prune-ext {__version__}: {args.method} on {args.model} ({n_weights:,} prunable weights), "
+          f"{args.data} pruning set of {len(x)} examples, sparsity {args.sparsity}")
+    start = time.perf_counter()
+    report = global_prune(
+        model, args.method, args.sparsity, batches, rounds=args.rounds, schedule=args.schedule,
+        seed=args.seed, input_shape=input_shape, on_collapse=args.on_collapse, progress=args.progress,
+    )
+    elapsed = time.perf_counter() - start
+    print(report.layers)
+    seconds = report.round_seconds
+    print(f"\n{report.rounds} round(s), {report.schedule} schedule: {elapsed:.2f} s in all, "
+          f"{statistics.median(seconds):.3f} s median per round (max {max(seconds):.3f} s)")
+    print(f"global sparsity {report.sparsity:.4%} (requested {args.sparsity:.4%}); "
+          f"input-output paths {'intact' if report.paths_connected is not False else 'CUT'}")
+    if args.output != "-":
+        output = Path(args.output or f"pruned-{args.model}-{args.method}-{args.sparsity:g}.pt")
+        _save_atomically({
+            "format": CHECKPOINT_FORMAT, "model": args.model, "model_kwargs": {"num_classes": num_classes},
+            "method": args.method, "sparsity": args.sparsity, "seed": args.seed,
+            "state_dict": model.state_dict(), "report": report.to_dict(),
+        }, output)
+        print(f"saved {output}")
+    return 0
+
+
+def report_of_checkpoint(path: Path) -> SparsityReport:
+    """The sparsity of a saved checkpoint: ours (model rebuilt) or a raw pruned state dict."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
+        model = get_model(checkpoint["model"], **checkpoint.get("model_kwargs", {}))
+        load_pruned_state_dict(model, checkpoint["state_dict"])
+        return sparsity_report(model)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise PruningError(f"{path} holds neither a torch_prune_ext checkpoint nor a state dict.")
+    layers = [
+        LayerSparsity(key[:-5], tuple(mask.shape), mask.numel(), int((mask != 0).sum()))
+        for key, mask in state.items() if key.endswith("_mask") and isinstance(mask, torch.Tensor)
+    ]
+    return SparsityReport(layers)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise PruningError(f"No checkpoint at {path}; pass the file written by 'torch-prune-ext prune'.")
+    report = report_of_checkpoint(path)
+    print(report)
+    print(f"\nglobal sparsity {report.sparsity:.4%}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    print(methods_table())
+    return 0
+
+
+def _sparsity(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"sparsity must be in [0, 1], got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torch-prune-ext", description="Pruning at initialisation for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prune", help="prune a built-in model at initialisation and save the checkpoint")
+    p.add_argument("--model", default="resnet20", choices=sorted(MODELS), help="model (default: resnet20)")
+    p.add_argument("--method", default="synflow", choices=list(METHODS), help="method (default: synflow)")
+    p.add_argument("--sparsity", type=_sparsity, default=0.9, help="final fraction of zero weights (default 0.9)")
+    p.add_argument("--rounds", type=_positive_int, default=None, help="scoring rounds (default: the method's)")
+    p.add_argument("--schedule", default="exponential", choices=("exponential", "linear"))
+    p.add_argument("--data", default=None, choices=("cifar10", "mnist", "random"),
+                   help="pruning data (default: cifar10 for CIFAR models, mnist for MLPs)")
+    p.add_argument("--data-root", default=None, help="folder with the .npz files (default: $TORCH_PRUNE_EXT_DATA "
+                                                     "or ../shared/data)")
+    p.add_argument("--num-classes", type=_positive_int, default=None)
+    p.add_argument("--per-class", type=_positive_int, default=10, help="pruning examples per class (default 10)")
+    p.add_argument("--batch-size", type=_positive_int, default=100, help="pruning batch size (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--on-collapse", default="warn", choices=("warn", "raise", "ignore"))
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
+    p.add_argument("-o", "--output", default=None,
+                   help="checkpoint path (default pruned-MODEL-METHOD-SPARSITY.pt; '-' to save nothing)")
+    p.set_defaults(func=cmd_prune)
+
+    r = sub.add_parser("report", help="per-layer sparsity of a saved checkpoint")
+    r.add_argument("checkpoint")
+    r.set_defaults(func=cmd_report)
+
+    m = sub.add_parser("methods", help="the table of methods, their needs and defaults")
+    m.set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (PruningError, FileNotFoundError, ValueError) as error:
+        print(f"torch-prune-ext: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Masks in and out of models: applying, loading pruned checkpoints, making pruning permanent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from ..errors import CheckpointError
+from .targets import Target
+
+
+def apply_masks(targets: Sequence[Target], masks: Sequence[torch.Tensor]) -> None:
+    """Apply final masks through ``torch.nn.utils.prune.custom_from_mask``.
+
+    A target already pruned gets its new mask combined with the old one by torch's
+    ``PruningContainer`` (the new mask is a subset of the old, so the result is the new one).
+    """
+    for target, mask in zip(targets, masks, strict=True):
+        prune.custom_from_mask(target.module, target.tensor_name, mask.to(target.raw.dtype))
+
+
+def pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """Every ``(module, name)`` reparametrised by ``torch.nn.utils.prune`` in ``model``."""
+    pairs = []
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                pairs.append((module, hook._tensor_name))
+    return pairs
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold every mask into its weight (``prune.remove`` on every pruned tensor).
+
+    Args:
+        model: a model pruned with ``torch.nn.utils.prune``.
+
+    Returns:
+        The same model, now with plain parameters holding zeros where pruned.
+
+    Examples:
+        >>> import torch_prune_ext as tpe
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
+        >>> _ = torch.nn.utils.prune.l1_unstructured(net[0], "weight", amount=0.5)
+        >>> _ = tpe.make_permanent(net)
+        >>> torch.nn.utils.prune.is_pruned(net), int((net[0].weight == 0).sum())
+        (False, 8)
+    """
+    for module, name in pruned_tensors(model):
+        prune.remove(module, name)
+    return model
+
+
+def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> nn.Module:
+    """Load a checkpoint of a pruned model into a model that is not (or differently) pruned.
+
+    Every ``<name>_orig``/``<name>_mask`` pair in ``state_dict`` re-creates torch's
+    pruning reparametrisation (mask buffer and forward pre-hook) on the matching
+    module before loading. On any error the model is left exactly as it was.
+
+    Args:
+        model: a fresh model of the checkpoint's architecture.
+        state_dict: the pruned model's ``state_dict()``.
+        strict: passed to ``load_state_dict``.
+
+    Returns:
+        ``model``, pruned like the checkpoint.
+
+    Raises:
+        CheckpointError: a mask without its ``_orig`` tensor, a module or tensor the
+            model lacks, a shape mismatch, or keys ``load_state_dict`` rejects.
+
+    Examples:
+        >>> import torch_prune_ext as tpe
+        >>> src = torch.nn.Sequential(torch.nn.Linear(4, 4))
+        >>> _ = torch.nn.utils.prune.random_unstructured(src[0], "weight", amount=0.5)
+        >>> dst = tpe.load_pruned_state_dict(torch.nn.Sequential(torch.nn.Linear(4, 4)), src.state_dict())
+        >>> torch.equal(dst[0].weight, src[0].weight)
+        True
+    """
+    modules = dict(model.named_modules())
+    to_reparametrise: list[tuple[nn.Module, str]] = []
+    for key, mask in state_dict.items():
+        if not key.endswith("_mask"):
+            continue
+        path, _, tensor_key = key[:-5].rpartition(".")
+        orig_key = key[:-5] + "_orig"
+        if orig_key not in state_dict:
+            raise CheckpointError(f"The checkpoint has {key} but no {orig_key}; it is not a torch-pruned state dict.")
+        module = modules.get(path)
+        if module is None:
+            raise CheckpointError(f"The checkpoint prunes {key[:-5]} but the model has no module {path!r}.")
+        if tensor_key + "_orig" in module._parameters:
+            current = module._parameters[tensor_key + "_orig"]
+        else:
+            current = module._parameters.get(tensor_key)
+            if current is None:
+                raise CheckpointError(f"The checkpoint prunes {key[:-5]} but the model has no such parameter.")
+            to_reparametrise.append((module, tensor_key))
+        if tuple(current.shape) != tuple(mask.shape) or tuple(state_dict[orig_key].shape) != tuple(mask.shape):
+            raise CheckpointError(
+                f"{key[:-5]}: checkpoint shape {tuple(mask.shape)} does not match the model's {tuple(current.shape)}."
+            )
+    backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for module, name in to_reparametrise:
+        prune.identity(module, name)
+    try:
+        model.load_state_dict(state_dict, strict=strict)
+    except RuntimeError as error:
+        for module, name in to_reparametrise:
+            prune.remove(module, name)
+        model.load_state_dict(backup)
+        raise CheckpointError(f"The checkpoint does not fit the model: {error}") from error
+    with torch.no_grad():  # refresh the hook's cached weight; no graph, so deepcopy keeps working
+        for module, name in pruned_tensors(model):
+            setattr(module, name, getattr(module, name + "_orig") * getattr(module, name + "_mask"))
+    return model

@@ -1,0 +1,207 @@
+"""Scoring helpers every method builds on, and the round-by-round pruning loop.
+
+A method's scoring function is pure: it gets a :class:`ScoringProblem` (the model, the
+targets, their current masks, the pruning data and a random generator) and its config,
+and returns one score tensor per target. :func:`run_schedule` calls it once per round,
+ranks globally and intersects masks; it never writes into the model (applying the final
+masks is the caller's job), so an exception at any round leaves the model unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import InvalidOptionError, MissingDataError, NonFiniteScoreError
+from .batches import PruningData
+from .functional import FunctionalModel, preserved_state
+from .ranking import rank_and_mask
+from .schedules import SCHEDULES
+from .targets import Target
+
+logger = logging.getLogger("torch_prune_ext")
+
+COLLAPSE_POLICIES = ("warn", "raise", "ignore")
+
+
+@dataclass(frozen=True)
+class PruningOptions:
+    """Options that every method takes, besides its own config.
+
+    Attributes:
+        rounds: scoring rounds; ``None`` means the method's default.
+        schedule: ``"exponential"`` or ``"linear"`` density schedule over the rounds.
+        seed: seed of the method's own random generator (default 0, so runs repeat);
+            the global RNG is never used nor advanced.
+        generator: a ``torch.Generator`` to use instead of ``seed``.
+        input_shape: shape of one example, for methods that need no data.
+        on_collapse: what to do when the final mask disconnects the network:
+            ``"warn"``, ``"raise"`` (nothing is pruned) or ``"ignore"``.
+        progress: show a tqdm progress bar over the rounds.
+    """
+
+    rounds: int | None = None
+    schedule: str = "exponential"
+    seed: int | None = None
+    generator: torch.Generator | None = None
+    input_shape: tuple[int, ...] | None = None
+    on_collapse: str = "warn"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rounds is not None and (isinstance(self.rounds, bool) or not isinstance(self.rounds, int)
+                                        or self.rounds < 1):
+            raise InvalidOptionError(f"rounds must be a positive int, got {self.rounds!r}.")
+        if self.schedule not in SCHEDULES:
+            raise InvalidOptionError(f"Unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}.")
+        if self.on_collapse not in COLLAPSE_POLICIES:
+            raise InvalidOptionError(
+                f"on_collapse must be one of {', '.join(COLLAPSE_POLICIES)}, got {self.on_collapse!r}."
+            )
+        if self.seed is not None and self.generator is not None:
+            raise InvalidOptionError("Pass either seed= or generator=, not both.")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise InvalidOptionError(f"seed must be an int, got {self.seed!r}.")
+        if self.generator is not None and not isinstance(self.generator, torch.Generator):
+            raise InvalidOptionError(f"generator must be a torch.Generator, got {type(self.generator).__name__}.")
+        if self.input_shape is not None:
+            shape = tuple(self.input_shape)
+            if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+                raise InvalidOptionError(
+                    f"input_shape must be the shape of one example as positive ints, e.g. (3, 32, 32); got {self.input_shape!r}."
+                )
+            object.__setattr__(self, "input_shape", shape)
+
+    def make_generator(self) -> torch.Generator:
+        """The method's generator: ``generator`` as given, else a CPU one seeded with ``seed`` (0 by default)."""
+        if self.generator is not None:
+            return self.generator
+        return torch.Generator().manual_seed(0 if self.seed is None else self.seed)
+
+
+@dataclass
+class ScoringProblem:
+    """What one scoring round sees: a pure function of this and the method's config.
+
+    Attributes:
+        model: the network; scoring functions must not modify it (use :meth:`functional`).
+        targets: the resolved targets.
+        masks: the current 0/1 mask of every target (zeros are pruned).
+        data: the pruning data (may hold no data for data-free methods).
+        generator: the method's random generator.
+        input_shape: shape of one example when known (from ``input_shape=`` or the data).
+    """
+
+    model: nn.Module
+    targets: list[Target]
+    masks: list[torch.Tensor]
+    data: PruningData
+    generator: torch.Generator
+    input_shape: tuple[int, ...] | None = None
+    _weights: list[torch.Tensor] = field(default_factory=list, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.targets[0].raw.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.targets[0].raw.dtype
+
+    def weights(self) -> list[torch.Tensor]:
+        """The raw target tensors θ, detached (not copies: never write into them)."""
+        if not self._weights:
+            self._weights = [t.raw.detach() for t in self.targets]
+        return self._weights
+
+    def functional(self, transform: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> FunctionalModel:
+        """A :class:`FunctionalModel` over this model and these targets."""
+        return FunctionalModel(self.model, self.targets, transform)
+
+    def require_input_shape(self, method: str) -> tuple[int, ...]:
+        """``input_shape=`` if given, else the shape of one example of the data."""
+        if self.input_shape is not None:
+            return self.input_shape
+        if not self.data.given:
+            raise MissingDataError(
+                f"{method} needs the shape of one input: pass input_shape=(C, H, W) or data=<a batch>."
+            )
+        self.input_shape = self.data.first_input_shape()
+        return self.input_shape
+
+    def randn(self, shape: Sequence[int], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Standard normal samples from the method's generator, on the model's device."""
+        sample = torch.randn(tuple(shape), generator=self.generator, device=self.generator.device,
+                             dtype=dtype or self.dtype)
+        return sample.to(self.device)
+
+
+ScoreFunction = Callable[[ScoringProblem], list[torch.Tensor]]
+
+
+def check_finite(targets: Sequence[Target], scores: Sequence[torch.Tensor], method: str) -> None:
+    """Raise :class:`NonFiniteScoreError` naming every target whose scores hold NaN or inf."""
+    bad = [t.name for t, s in zip(targets, scores) if not bool(torch.isfinite(s).all())]
+    if bad:
+        raise NonFiniteScoreError(
+            f"{method} produced NaN/inf scores for {', '.join(bad)}. Check the weights and the data for "
+            "NaN/inf values; for deep networks try dtype=torch.float64 where the method offers it."
+        )
+
+
+def score_once(problem: ScoringProblem, score_fn: ScoreFunction, method: str) -> list[torch.Tensor]:
+    """One scoring round with the model's state preserved, scores checked and detached."""
+    with preserved_state(problem.model):
+        scores = score_fn(problem)
+    scores = [s.detach() for s in scores]
+    check_finite(problem.targets, scores, method)
+    return scores
+
+
+def run_schedule(
+    problem: ScoringProblem,
+    score_fn: ScoreFunction,
+    counts: Sequence[int],
+    *,
+    method: str = "method",
+    progress: bool = True,
+) -> tuple[list[torch.Tensor], list[float]]:
+    """Score and prune round after round, without touching the model.
+
+    Args:
+        problem: the scoring problem; its ``masks`` are the starting masks (not modified).
+        score_fn: the method's scoring function.
+        counts: total number of pruned entries after each round (see
+            :func:`~torch_prune_ext.core.schedules.pruned_counts`).
+        method: the method's name, for messages.
+        progress: show a tqdm bar.
+
+    Returns:
+        The final masks and the wall time of every round in seconds.
+    """
+    masks = [m.clone() for m in problem.masks]
+    already = sum(int((m == 0).sum()) for m in masks)
+    seconds: list[float] = []
+    bar = tqdm(counts, desc=f"{method} rounds", unit="round", disable=not progress or len(counts) < 2,
+               leave=False)
+    for round_index, n_pruned in enumerate(bar, start=1):
+        start = time.perf_counter()
+        if n_pruned > already:
+            problem.masks = masks
+            scores = score_once(problem, score_fn, method)
+            masks = rank_and_mask(problem.targets, scores, masks, n_pruned)
+            already = n_pruned
+        seconds.append(time.perf_counter() - start)
+        logger.debug("%s round %d/%d: %d pruned, %.3f s", method, round_index, len(counts), n_pruned, seconds[-1])
+    return masks, seconds
+
+
+def describe_options(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in options.items())

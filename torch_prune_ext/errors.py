@@ -1,0 +1,53 @@
+"""Exceptions raised for bad input.
+
+Every exception here derives from :class:`PruningError` and from the built-in
+exception a Python user would expect (``ValueError`` for a bad value, ``TypeError``
+for a bad type, ...), so that ``except ValueError`` keeps working. Messages name
+the problem and the fix. None of them is raised after the model was modified.
+"""
+
+from __future__ import annotations
+
+
+class PruningError(Exception):
+    """Base class of every error raised by ``torch_prune_ext``."""
+
+
+class InvalidAmountError(PruningError, ValueError):
+    """``amount`` or ``sparsity`` is outside its range or of the wrong type."""
+
+
+class InvalidOptionError(PruningError, ValueError):
+    """A method option has a bad value, or two options contradict each other."""
+
+
+class UnknownOptionError(PruningError, TypeError):
+    """A keyword argument that the method does not know."""
+
+
+class UnknownMethodError(PruningError, ValueError):
+    """A method name that is not in the method table."""
+
+
+class TargetError(PruningError, ValueError):
+    """The target list is empty, malformed, on several devices, or does not match."""
+
+
+class MissingDataError(PruningError, ValueError):
+    """A method that needs data (or labels, or an input shape) got none."""
+
+
+class BatchShapeError(PruningError, ValueError):
+    """A data batch that the model cannot run on."""
+
+
+class NonFiniteScoreError(PruningError, FloatingPointError):
+    """The scores contain NaN or infinity."""
+
+
+class LayerCollapseError(PruningError, RuntimeError):
+    """The mask would disconnect the network (``on_collapse="raise"``)."""
+
+
+class CheckpointError(PruningError, ValueError):
+    """A state dict that does not fit the model."""
