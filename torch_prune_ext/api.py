@@ -122,8 +122,9 @@ def global_prune(
             "pruned entries are never revived. Ask for a sparsity of at least the current one."
         )
     name = cls.name or cls.__name__
-    masks, seconds = cls.prune_problem(problem, config, common, n_final)
-    layers, connected = check_collapse(model, problem.targets, masks, problem.input_shape, common.on_collapse, name)
+    masks, seconds = cls.prune_problem(problem, config, common, n_final, final_density=1.0 - sparsity)
+    layers, connected = check_collapse(model, problem.targets, masks, problem.known_input_shape(), common.on_collapse,
+                                        name)
     apply_masks(problem.targets, masks)
     report = PruneReport(name, sparsity, cls.rounds_for(common), common.schedule, layers, seconds, connected)
     logger.info("%s pruned to sparsity %.4f in %.2f s", name, report.sparsity, report.total_seconds)

@@ -4,7 +4,10 @@
 tuple/list whose first item is ``x`` and second item, if any, the labels ``y``; or a
 single such batch. A tuple/list counts as *one batch* when its first item is a tensor
 and its second item is absent or is not a tensor of the same shape as the first
-(labels never are); anything else is read as a sequence of batches.
+(labels never are); anything else is read as a sequence of batches. A one-shot iterator
+(a generator) is read once and its batches kept, so that every round sees them; a
+``DataLoader`` is iterated afresh each round (with ``shuffle=True`` the rounds see
+different orders; the global RNG is restored afterwards).
 """
 
 from __future__ import annotations
@@ -62,7 +65,11 @@ class PruningData:
                 f"data must be a tensor, an (x, y) batch or an iterable of batches (a DataLoader), "
                 f"got {type(data).__name__}."
             )
-        self._data = [data] if _is_single_batch(data) else data
+        if _is_single_batch(data):
+            data = [data]
+        elif isinstance(data, Iterator):
+            data = list(data)  # a one-shot iterator: keep its batches for every round
+        self._data = data
         self.device = device
         self.dtype = dtype
 

@@ -54,6 +54,17 @@ def make_permanent(model: nn.Module) -> nn.Module:
     return model
 
 
+def _undo_reparametrisation(module: nn.Module, name: str, parameters: dict[str, nn.Parameter]) -> None:
+    """Take back ``prune.identity(module, name)`` exactly: same Parameter objects, same order."""
+    for key, hook in list(module._forward_pre_hooks.items()):
+        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == name:
+            del module._forward_pre_hooks[key]
+    module._buffers.pop(name + "_mask", None)
+    module.__dict__.pop(name, None)
+    module._parameters.clear()
+    module._parameters.update(parameters)
+
+
 def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> nn.Module:
     """Load a checkpoint of a pruned model into a model that is not (or differently) pruned.
 
@@ -105,13 +116,14 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
                 f"{key[:-5]}: checkpoint shape {tuple(mask.shape)} does not match the model's {tuple(current.shape)}."
             )
     backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    saved_parameters = [(module, name, module._parameters.copy()) for module, name in to_reparametrise]
     for module, name in to_reparametrise:
         prune.identity(module, name)
     try:
         model.load_state_dict(state_dict, strict=strict)
     except RuntimeError as error:
-        for module, name in to_reparametrise:
-            prune.remove(module, name)
+        for module, name, parameters in saved_parameters:
+            _undo_reparametrisation(module, name, parameters)
         model.load_state_dict(backup)
         raise CheckpointError(f"The checkpoint does not fit the model: {error}") from error
     with torch.no_grad():  # refresh the hook's cached weight; no graph, so deepcopy keeps working

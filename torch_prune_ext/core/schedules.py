@@ -29,7 +29,14 @@ def density_at(final_density: float, round_index: int, rounds: int, schedule: st
     raise InvalidOptionError(f"Unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}.")
 
 
-def pruned_counts(n: int, n_pruned_final: int, n_already: int, rounds: int, schedule: str = "exponential") -> list[int]:
+def pruned_counts(
+    n: int,
+    n_pruned_final: int,
+    n_already: int,
+    rounds: int,
+    schedule: str = "exponential",
+    final_density: float | None = None,
+) -> list[int]:
     """The number of entries pruned after each round.
 
     Args:
@@ -38,6 +45,8 @@ def pruned_counts(n: int, n_pruned_final: int, n_already: int, rounds: int, sche
         n_already: entries pruned before the first round (a floor for every round).
         rounds: number of rounds, >= 1.
         schedule: ``"exponential"`` or ``"linear"``.
+        final_density: the requested final density ``d`` that the rounds interpolate to
+            (``1 - sparsity``); default ``1 - n_pruned_final / n``.
 
     Returns:
         ``rounds`` non-decreasing counts, the last equal to ``n_pruned_final``.
@@ -52,7 +61,8 @@ def pruned_counts(n: int, n_pruned_final: int, n_already: int, rounds: int, sche
         raise InvalidOptionError(f"Unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}.")
     if n == 0:
         return [n_pruned_final] * rounds
-    final_density = 1.0 - n_pruned_final / n
+    if final_density is None:
+        final_density = 1.0 - n_pruned_final / n
     counts: list[int] = []
     floor = n_already
     for r in range(1, rounds):

@@ -136,6 +136,12 @@ class ScoringProblem:
         self.input_shape = self.data.first_input_shape()
         return self.input_shape
 
+    def known_input_shape(self) -> tuple[int, ...] | None:
+        """``input_shape=`` if given, else the shape read from the data, else ``None``."""
+        if self.input_shape is None and self.data.given:
+            self.input_shape = self.data.first_input_shape()
+        return self.input_shape
+
     def randn(self, shape: Sequence[int], dtype: torch.dtype | None = None) -> torch.Tensor:
         """Standard normal samples from the method's generator, on the model's device."""
         sample = torch.randn(tuple(shape), generator=self.generator, device=self.generator.device,
@@ -156,9 +162,23 @@ def check_finite(targets: Sequence[Target], scores: Sequence[torch.Tensor], meth
         )
 
 
+def _peek_seed(generator: torch.Generator) -> int:
+    """A seed derived from ``generator`` without advancing it."""
+    state = generator.get_state()
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    generator.set_state(state)
+    return seed
+
+
 def score_once(problem: ScoringProblem, score_fn: ScoreFunction, method: str) -> list[torch.Tensor]:
-    """One scoring round with the model's state preserved, scores checked and detached."""
+    """One scoring round with the model's state preserved, scores checked and detached.
+
+    Inside the round the global RNG is seeded from the method's generator, so that
+    modules drawing from it (dropout in train mode) depend on ``seed=`` alone; the
+    caller's RNG state is restored afterwards.
+    """
     with preserved_state(problem.model):
+        torch.manual_seed(_peek_seed(problem.generator))
         scores = score_fn(problem)
     scores = [s.detach() for s in scores]
     check_finite(problem.targets, scores, method)

@@ -198,21 +198,24 @@ class PruningMethod(prune.BasePruningMethod):
     @classmethod
     def prune_problem(
         cls, problem: ScoringProblem, config: Any, options: PruningOptions, n_pruned_final: int,
-        n_schedule: int | None = None,
+        n_schedule: int | None = None, final_density: float | None = None,
     ) -> tuple[list[torch.Tensor], list[float]]:
         """Run the method's schedule up to ``n_pruned_final`` zeros in total.
 
         Args:
             n_schedule: the number of entries the density schedule refers to: all entries
                 (``global_prune``) or the still-unpruned ones (torch's ``amount``). Default: all.
+            final_density: the requested final density the rounds interpolate to (default:
+                the one ``n_pruned_final`` implies).
         """
         n_total = sum(m.numel() for m in problem.masks)
         n_dead = sum(int((m == 0).sum()) for m in problem.masks)
+        rounds = cls.rounds_for(options)
         if n_schedule is None:
-            counts = pruned_counts(n_total, n_pruned_final, n_dead, cls.rounds_for(options), options.schedule)
+            counts = pruned_counts(n_total, n_pruned_final, n_dead, rounds, options.schedule, final_density)
         else:
-            counts = [n_dead + c for c in pruned_counts(n_schedule, n_pruned_final - n_dead, 0,
-                                                        cls.rounds_for(options), options.schedule)]
+            counts = [n_dead + c for c in pruned_counts(n_schedule, n_pruned_final - n_dead, 0, rounds,
+                                                        options.schedule, final_density)]
         return run_schedule(problem, lambda p: cls.score(p, config), counts, method=cls.name or cls.__name__,
                             progress=options.progress)
 
@@ -223,8 +226,10 @@ class PruningMethod(prune.BasePruningMethod):
         n_alive = sum(int((m != 0).sum()) for m in old)
         n_dead = sum(m.numel() for m in old) - n_alive
         n_prune = count_to_prune(self.amount, n_alive)
-        new, _ = self.prune_problem(problem, self.config, self.options, n_dead + n_prune, n_schedule=n_alive)
-        check_collapse(self.model, problem.targets, new, problem.input_shape, self.options.on_collapse,
+        density = None if isinstance(self.amount, numbers.Integral) else 1.0 - float(self.amount)
+        new, _ = self.prune_problem(problem, self.config, self.options, n_dead + n_prune, n_schedule=n_alive,
+                                    final_density=density)
+        check_collapse(self.model, problem.targets, new, problem.known_input_shape(), self.options.on_collapse,
                        self.name or type(self).__name__)
         return problem.targets, old, new
 

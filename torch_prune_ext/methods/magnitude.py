@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.scoring import ScoringProblem
+from ..core.targets import canonical_order
 from ..errors import InvalidOptionError
 from .base import PruningMethod
 
@@ -45,10 +46,11 @@ class Random(PruningMethod):
     def score(cls, problem: ScoringProblem, config: RandomConfig) -> list[torch.Tensor]:
         draw = torch.randn if config.distribution == "normal" else torch.rand
         generator = problem.generator
-        return [
-            draw(tuple(t.raw.shape), generator=generator, device=generator.device, dtype=t.raw.dtype).to(t.raw.device)
-            for t in problem.targets
-        ]
+        scores: list[torch.Tensor] = [torch.empty(0)] * len(problem.targets)
+        for i in canonical_order(problem.targets):  # draws do not depend on the order targets are listed in
+            raw = problem.targets[i].raw
+            scores[i] = draw(tuple(raw.shape), generator=generator, device=generator.device, dtype=raw.dtype).to(raw.device)
+        return scores
 
 
 class Magnitude(PruningMethod):
