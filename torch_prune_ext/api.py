@@ -55,7 +55,7 @@ def compute_scores(
     cls = resolve_method(method)
     common, config = cls.parse_options(options)
     problem = cls.prepare(model, data, targets, common)
-    scores = score_once(problem, lambda p: cls.score(p, config), cls.name or cls.__name__)
+    scores = score_once(problem, lambda p: cls.score(p, config), cls.name)
     return {t.name: s for t, s in zip(problem.targets, scores)}
 
 
@@ -121,11 +121,10 @@ def global_prune(
             f"The targets are already {n_dead / n_total:.4%} sparse, more than the requested {sparsity:.4%}; "
             "pruned entries are never revived. Ask for a sparsity of at least the current one."
         )
-    name = cls.name or cls.__name__
     masks, seconds = cls.prune_problem(problem, config, common, n_final, final_density=1.0 - sparsity)
     layers, connected = check_collapse(model, problem.targets, masks, problem.known_input_shape(), common.on_collapse,
-                                        name)
+                                        cls.name)
     apply_masks(problem.targets, masks)
-    report = PruneReport(name, sparsity, cls.rounds_for(common), common.schedule, layers, seconds, connected)
-    logger.info("%s pruned to sparsity %.4f in %.2f s", name, report.sparsity, report.total_seconds)
+    report = PruneReport(cls.name, sparsity, cls.rounds_for(common), common.schedule, layers, seconds, connected)
+    logger.info("%s pruned to sparsity %.4f in %.2f s", cls.name, report.sparsity, report.total_seconds)
     return report

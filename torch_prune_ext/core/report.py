@@ -22,14 +22,11 @@ from .targets import Target, resolve_targets
 logger = logging.getLogger("torch_prune_ext")
 
 
-@dataclass(frozen=True)
-class LayerSparsity:
-    """One pruned (or prunable) tensor: its name, shape, size and kept count."""
+class _Counts:
+    """Density and sparsity from ``kept`` and ``numel``."""
 
-    name: str
-    shape: tuple[int, ...]
-    numel: int
     kept: int
+    numel: int
 
     @property
     def density(self) -> float:
@@ -38,6 +35,16 @@ class LayerSparsity:
     @property
     def sparsity(self) -> float:
         return 1.0 - self.density
+
+
+@dataclass(frozen=True)
+class LayerSparsity(_Counts):
+    """One pruned (or prunable) tensor: its name, shape, size and kept count."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    kept: int
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> str:
@@ -52,7 +59,7 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: s
 
 
 @dataclass
-class SparsityReport:
+class SparsityReport(_Counts):
     """Per-layer and global sparsity of a set of tensors.
 
     ``str(report)`` is a table; :meth:`to_dict` is JSON-serialisable.
@@ -61,20 +68,12 @@ class SparsityReport:
     layers: list[LayerSparsity]
 
     @property
-    def numel(self) -> int:
+    def numel(self) -> int:  # type: ignore[override]
         return sum(layer.numel for layer in self.layers)
 
     @property
-    def kept(self) -> int:
+    def kept(self) -> int:  # type: ignore[override]
         return sum(layer.kept for layer in self.layers)
-
-    @property
-    def density(self) -> float:
-        return self.kept / self.numel if self.numel else 1.0
-
-    @property
-    def sparsity(self) -> float:
-        return 1.0 - self.density
 
     @property
     def collapsed(self) -> list[str]:

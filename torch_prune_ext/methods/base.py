@@ -127,6 +127,11 @@ class PruningMethod(prune.BasePruningMethod):
         self.options, self.config = self.parse_options(options)
         self._precomputed = _precomputed
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("name"):
+            cls.name = cls.__name__.lower()  # user-defined methods get a name for messages and reports
+
     # ----------------------------------------------------------------- options
     @classmethod
     def option_names(cls) -> list[str]:
@@ -181,10 +186,10 @@ class PruningMethod(prune.BasePruningMethod):
         pruning_data = PruningData(data, resolved[0].raw.device, resolved[0].raw.dtype)
         if (cls.needs_data or cls.needs_labels) and not pruning_data.given:
             what = "labelled data (batches of (x, y))" if cls.needs_labels else "data"
-            raise MissingDataError(f"{cls.name or cls.__name__} needs {what}: pass data=<batch or DataLoader>.")
+            raise MissingDataError(f"{cls.name} needs {what}: pass data=<batch or DataLoader>.")
         if cls.needs_input_shape and options.input_shape is None and not pruning_data.given:
             raise MissingDataError(
-                f"{cls.name or cls.__name__} needs the shape of one input: pass input_shape=(C, H, W) or data=."
+                f"{cls.name} needs the shape of one input: pass input_shape=(C, H, W) or data=."
             )
         return ScoringProblem(
             model=model,
@@ -216,22 +221,34 @@ class PruningMethod(prune.BasePruningMethod):
         else:
             counts = [n_dead + c for c in pruned_counts(n_schedule, n_pruned_final - n_dead, 0, rounds,
                                                         options.schedule, final_density)]
-        return run_schedule(problem, lambda p: cls.score(p, config), counts, method=cls.name or cls.__name__,
+        return run_schedule(problem, lambda p: cls.score(p, config), counts, method=cls.name,
                             progress=options.progress)
 
     # ------------------------------------------------------- torch's interface
-    def _final_masks(self) -> tuple[list[Target], list[torch.Tensor], list[torch.Tensor]]:
+    def _final_masks(self, n_alive_given: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The targets' masks before and after the whole schedule (nothing is applied).
+
+        Args:
+            n_alive_given: the number of unpruned entries torch handed over, checked
+                against the targets before any scoring.
+        """
         problem = self.prepare(self.model, self.data, self.targets, self.options)
         old = [m.clone() for m in problem.masks]
         n_alive = sum(int((m != 0).sum()) for m in old)
+        if n_alive_given is not None and n_alive_given != n_alive:
+            raise TargetError(
+                f"torch handed {type(self).__name__} {n_alive_given} unpruned entries, but its targets have "
+                f"{n_alive}. When the parameter list given to global_unstructured is not "
+                "prunable_parameters(model), pass the same list as targets=."
+            )
         n_dead = sum(m.numel() for m in old) - n_alive
         n_prune = count_to_prune(self.amount, n_alive)
         density = None if isinstance(self.amount, numbers.Integral) else 1.0 - float(self.amount)
         new, _ = self.prune_problem(problem, self.config, self.options, n_dead + n_prune, n_schedule=n_alive,
                                     final_density=density)
         check_collapse(self.model, problem.targets, new, problem.known_input_shape(), self.options.on_collapse,
-                       self.name or type(self).__name__)
-        return problem.targets, old, new
+                       self.name)
+        return old, new
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         """The mask torch asks for: over the still-unpruned entries of the targets, in order.
@@ -242,14 +259,7 @@ class PruningMethod(prune.BasePruningMethod):
         if self._precomputed is not None:
             new, old = self._precomputed
             return _alive_entries([new], [old]).reshape(t.shape).to(default_mask)
-        targets, old, new = self._final_masks()
-        n_alive = sum(int((m != 0).sum()) for m in old)
-        if t.numel() != n_alive:
-            raise TargetError(
-                f"torch handed {type(self).__name__} {t.numel()} unpruned entries, but its targets have "
-                f"{n_alive}. When the parameter list given to global_unstructured is not "
-                "prunable_parameters(model), pass the same list as targets=."
-            )
+        old, new = self._final_masks(n_alive_given=t.numel())
         return _alive_entries(new, old).reshape(t.shape).to(default_mask)
 
     @classmethod
@@ -292,5 +302,5 @@ class PruningMethod(prune.BasePruningMethod):
             )
         model = module if model is None else model
         method = cls(amount, model, data, targets=[(module, name)], **options)
-        _, old, new = method._final_masks()
+        old, new = method._final_masks()
         return super().apply(module, name, amount, model=model, data=data, _precomputed=(new[0], old[0]), **options)

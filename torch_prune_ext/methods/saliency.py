@@ -28,11 +28,6 @@ def set_mode(model: nn.Module, mode: str) -> None:
     model.train(mode == "train")
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in ("train", "eval"):
-        raise InvalidOptionError(f"mode must be 'train' or 'eval', got {mode!r}.")
-
-
 @dataclass(frozen=True)
 class SaliencyConfig:
     """Hyperparameters of :class:`SNIP` and :class:`IterSNIP`.
@@ -48,7 +43,8 @@ class SaliencyConfig:
     loss_fn: LossFn = F.cross_entropy
 
     def __post_init__(self) -> None:
-        _check_mode(self.mode)
+        if self.mode not in ("train", "eval"):
+            raise InvalidOptionError(f"mode must be 'train' or 'eval', got {self.mode!r}.")
 
 
 def _summed_gradients(problem: ScoringProblem, config: SaliencyConfig, method: str,
@@ -109,21 +105,17 @@ class IterSNIP(PruningMethod):
 
 
 @dataclass(frozen=True)
-class GraSPConfig:
-    """Hyperparameters of :class:`GraSP`.
+class GraSPConfig(SaliencyConfig):
+    """Hyperparameters of :class:`GraSP`: those of :class:`SaliencyConfig`, and
 
     Attributes:
-        temperature: the logits are divided by it before the loss (200 in the references).
-        mode: module mode while scoring (``"train"`` or ``"eval"``).
-        loss_fn: ``loss_fn(logits / temperature, y)``; cross-entropy by default.
+        temperature: the logits are divided by it before ``loss_fn`` (200 in the references).
     """
 
     temperature: float = 200.0
-    mode: str = "train"
-    loss_fn: LossFn = F.cross_entropy
 
     def __post_init__(self) -> None:
-        _check_mode(self.mode)
+        super().__post_init__()
         if not self.temperature > 0:
             raise InvalidOptionError(f"temperature must be > 0, got {self.temperature!r}.")
 
