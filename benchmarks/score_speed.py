@@ -27,26 +27,9 @@ import time
 from pathlib import Path
 
 import torch
+from _memory import reset_peak, status_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _rss_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def measure(model_name: str, method: str, batch: int, repeats: int, device: str, threads: int,
@@ -63,8 +46,8 @@ def measure(model_name: str, method: str, batch: int, repeats: int, device: str,
     data = (torch.randn((batch, *shape), generator=generator).to(device),
             torch.randint(0, 10, (batch,), generator=generator).to(device))
     tpe.compute_scores(model, method, data, seed=0)  # warm-up (allocator, kernels)
-    baseline = _rss_kib("VmRSS")
-    peak_ok = _reset_peak()
+    baseline = status_bytes("VmRSS")
+    peak_ok = reset_peak()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     seconds = []
@@ -79,8 +62,8 @@ def measure(model_name: str, method: str, batch: int, repeats: int, device: str,
     if device.startswith("cuda"):
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
-        hwm = _rss_kib("VmHWM")
-        peak_mib = (hwm - baseline) / 1024 if peak_ok and hwm is not None and baseline is not None else float("nan")
+        hwm = status_bytes("VmHWM")
+        peak_mib = (hwm - baseline) / 2**20 if peak_ok and hwm is not None and baseline is not None else float("nan")
     queue.put({
         "model": model_name, "method": method, "batch": batch, "device": device, "threads": threads,
         "repeats": repeats, "median_s": statistics.median(seconds), "min_s": min(seconds),

@@ -32,6 +32,7 @@ from .errors import (
     UnknownOptionError,
 )
 from .methods import METHODS, SNIP, GraSP, IterSNIP, Magnitude, PruningMethod, Random, SynFlow
+from .methods import NTKSAP
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,7 @@ __all__ = [
     "LayerCollapseError",
     "Magnitude",
     "MissingDataError",
+    "NTKSAP",
     "NonFiniteScoreError",
     "PruneReport",
     "PruningError",

@@ -3,8 +3,9 @@
 ``data`` is an iterable of batches (a ``DataLoader``), each a tensor ``x`` or a
 tuple/list whose first item is ``x`` and second item, if any, the labels ``y``; or a
 single such batch. A tuple/list counts as *one batch* when its first item is a tensor
-and its second item is absent or is not a tensor of the same shape as the first
-(labels never are); anything else is read as a sequence of batches. A one-shot iterator
+and its second item is absent or is not shaped like another batch of inputs (same
+shape but for the batch size; labels never are); anything else is read as a sequence of
+batches. A one-shot iterator
 (a generator) is read once and its batches kept, so that every round sees them; a
 ``DataLoader`` is iterated afresh each round (with ``shuffle=True`` the rounds see
 different orders; the global RNG is restored afterwards).
@@ -27,7 +28,7 @@ def _is_single_batch(data: Any) -> bool:
         return True
     if isinstance(data, (tuple, list)) and data and isinstance(data[0], torch.Tensor):
         second = data[1] if len(data) > 1 else None
-        return not (isinstance(second, torch.Tensor) and second.shape == data[0].shape)
+        return not (isinstance(second, torch.Tensor) and second.shape[1:] == data[0].shape[1:])
     return False
 
 

@@ -105,8 +105,13 @@ class FunctionalModel:
             if name not in target_keys
         }
 
-    def tensors(self, weights: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> TensorDict:
-        """The ``functional_call`` dictionary for these target weights and masks."""
+    def tensors(
+        self, weights: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], overrides: TensorDict | None = None
+    ) -> TensorDict:
+        """The ``functional_call`` dictionary for these target weights and masks.
+
+        ``overrides`` replaces further (non-target) entries by key, e.g. redrawn weights.
+        """
         tensors = dict(self._params)
         tensors.update({name: b.clone() for name, b in self._buffers.items()})
         for target, weight, mask in zip(self.targets, weights, masks, strict=True):
@@ -115,12 +120,17 @@ class FunctionalModel:
                 tensors[target.mask_key] = mask
             else:
                 tensors[target.raw_key] = weight * mask
+        tensors.update(overrides or {})
         return tensors
 
     def __call__(
-        self, x: torch.Tensor, weights: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]
+        self,
+        x: torch.Tensor,
+        weights: Sequence[torch.Tensor],
+        masks: Sequence[torch.Tensor],
+        overrides: TensorDict | None = None,
     ) -> torch.Tensor:
-        tensors = self.tensors(weights, masks)
+        tensors = self.tensors(weights, masks, overrides)
         try:
             return functional_call(self.model, tensors, (x,), strict=False)
         except RuntimeError as error:

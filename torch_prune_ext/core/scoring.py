@@ -105,6 +105,8 @@ class ScoringProblem:
     data: PruningData
     generator: torch.Generator
     input_shape: tuple[int, ...] | None = None
+    #: Facts a method derives once per pruning call and reuses every round (e.g. batch shapes).
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _weights: list[torch.Tensor] = field(default_factory=list, repr=False)
 
     @property

@@ -6,11 +6,12 @@ from .base import NoConfig, PruningMethod
 from .magnitude import Magnitude, Random
 from .saliency import SNIP, GraSP, IterSNIP
 from .synflow import SynFlow
+from .ntksap import NTKSAP
 from ..errors import UnknownMethodError
 
 #: Every method by name, in the order of the method table.
 METHODS: dict[str, type[PruningMethod]] = {
-    cls.name: cls for cls in (Random, Magnitude, SNIP, IterSNIP, GraSP, SynFlow)
+    cls.name: cls for cls in (Random, Magnitude, SNIP, IterSNIP, GraSP, SynFlow, NTKSAP)
 }
 
 
