@@ -223,7 +223,3 @@ def run_schedule(
         seconds.append(time.perf_counter() - start)
         logger.debug("%s round %d/%d: %d pruned, %.3f s", method, round_index, len(counts), n_pruned, seconds[-1])
     return masks, seconds
-
-
-def describe_options(options: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in options.items())
