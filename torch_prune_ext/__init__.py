@@ -25,45 +25,59 @@ from .errors import (
     InvalidOptionError,
     LayerCollapseError,
     MissingDataError,
+    MissingDependencyError,
     NonFiniteScoreError,
     PruningError,
     TargetError,
     UnknownMethodError,
     UnknownOptionError,
+    UnsupportedLayerError,
 )
-from .methods import METHODS, SNIP, GraSP, IterSNIP, Magnitude, PruningMethod, Random, SynFlow
-from .methods import NTKSAP
+from .methods import LNPT, METHODS, NTKSAP, PX, SNIP, GraSP, IterSNIP, Magnitude, PruningMethod, Random, SynFlow
+from .methods.lnpt import LNPTConfig, lnpt_targets
+from .training import DistillationTrainer, distill, learning_gap, plot_history, weight_distance
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "METHODS",
-    "SNIP",
     "BatchShapeError",
     "CheckpointError",
+    "DistillationTrainer",
     "GraSP",
     "InvalidAmountError",
     "InvalidOptionError",
     "IterSNIP",
+    "LNPT",
+    "LNPTConfig",
     "LayerCollapseError",
+    "METHODS",
     "Magnitude",
     "MissingDataError",
+    "MissingDependencyError",
     "NTKSAP",
     "NonFiniteScoreError",
+    "PX",
     "PruneReport",
     "PruningError",
     "PruningMethod",
     "PruningOptions",
     "Random",
+    "SNIP",
     "SparsityReport",
     "SynFlow",
     "TargetError",
     "UnknownMethodError",
     "UnknownOptionError",
+    "UnsupportedLayerError",
     "compute_scores",
+    "distill",
     "global_prune",
+    "learning_gap",
+    "lnpt_targets",
     "load_pruned_state_dict",
     "make_permanent",
+    "plot_history",
     "prunable_parameters",
     "sparsity_report",
+    "weight_distance",
 ]

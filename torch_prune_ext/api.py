@@ -54,7 +54,7 @@ def compute_scores(
     """
     cls = resolve_method(method)
     common, config = cls.parse_options(options)
-    problem = cls.prepare(model, data, targets, common)
+    problem = cls.prepare(model, data, targets, common, config)
     scores = score_once(problem, lambda p: cls.score(p, config), cls.name)
     return {t.name: s for t, s in zip(problem.targets, scores)}
 
@@ -112,7 +112,7 @@ def global_prune(
     sparsity = _validate_sparsity(sparsity)
     cls = resolve_method(method)
     common, config = cls.parse_options({**options, "rounds": rounds, "schedule": schedule})
-    problem = cls.prepare(model, data, targets, common)
+    problem = cls.prepare(model, data, targets, common, config)
     n_total = sum(m.numel() for m in problem.masks)
     n_dead = sum(int((m == 0).sum()) for m in problem.masks)
     n_final = round(sparsity * n_total)

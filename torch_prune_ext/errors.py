@@ -51,3 +51,11 @@ class LayerCollapseError(PruningError, RuntimeError):
 
 class CheckpointError(PruningError, ValueError):
     """A state dict that does not fit the model."""
+
+
+class UnsupportedLayerError(PruningError, TypeError):
+    """A layer or activation that the method cannot treat (e.g. PX's path decomposition)."""
+
+
+class MissingDependencyError(PruningError, ImportError):
+    """An optional dependency (matplotlib, scikit-learn, ...) is not installed; the message names the extra."""

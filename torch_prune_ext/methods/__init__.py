@@ -7,11 +7,13 @@ from .magnitude import Magnitude, Random
 from .saliency import SNIP, GraSP, IterSNIP
 from .synflow import SynFlow
 from .ntksap import NTKSAP
+from .px import PX
+from .lnpt import LNPT
 from ..errors import UnknownMethodError
 
 #: Every method by name, in the order of the method table.
 METHODS: dict[str, type[PruningMethod]] = {
-    cls.name: cls for cls in (Random, Magnitude, SNIP, IterSNIP, GraSP, SynFlow, NTKSAP)
+    cls.name: cls for cls in (Random, Magnitude, SNIP, IterSNIP, GraSP, SynFlow, NTKSAP, PX, LNPT)
 }
 
 
@@ -26,5 +28,18 @@ def resolve_method(method: str | type[PruningMethod]) -> type[PruningMethod]:
     )
 
 
-__all__ = ["METHODS", "GraSP", "IterSNIP", "Magnitude", "NoConfig", "PruningMethod", "Random", "SNIP", "SynFlow",
-           "resolve_method"]
+__all__ = [
+    "LNPT",
+    "METHODS",
+    "NTKSAP",
+    "PX",
+    "SNIP",
+    "GraSP",
+    "IterSNIP",
+    "Magnitude",
+    "NoConfig",
+    "PruningMethod",
+    "Random",
+    "SynFlow",
+    "resolve_method",
+]

@@ -174,14 +174,32 @@ class PruningMethod(prune.BasePruningMethod):
         """
 
     @classmethod
+    def default_targets(cls, model: nn.Module, config: Any) -> list[tuple[nn.Module, str]] | None:
+        """The targets when the caller names none; ``None`` means :func:`prunable_parameters`.
+
+        Methods that must leave some tensors dense (LNPT's classifier) override this.
+        """
+        return None
+
+    @classmethod
     def prepare(
         cls,
         model: nn.Module,
         data: Any,
         targets: Iterable[tuple[nn.Module, str]] | None,
         options: PruningOptions,
+        config: Any = None,
     ) -> ScoringProblem:
-        """Check the inputs and build the scoring problem (nothing is modified)."""
+        """Check the inputs and build the scoring problem (nothing is modified).
+
+        Args:
+            model, data, targets: as given by the caller (``targets=None``: :meth:`default_targets`).
+            options: the common options.
+            config: the method's config (default: ``Config()``).
+        """
+        config = cls.Config() if config is None else config
+        if targets is None:
+            targets = cls.default_targets(model, config)
         resolved: list[Target] = resolve_targets(model, targets)
         pruning_data = PruningData(data, resolved[0].raw.device, resolved[0].raw.dtype)
         if (cls.needs_data or cls.needs_labels) and not pruning_data.given:
@@ -232,7 +250,7 @@ class PruningMethod(prune.BasePruningMethod):
             n_alive_given: the number of unpruned entries torch handed over, checked
                 against the targets before any scoring.
         """
-        problem = self.prepare(self.model, self.data, self.targets, self.options)
+        problem = self.prepare(self.model, self.data, self.targets, self.options, self.config)
         old = [m.clone() for m in problem.masks]
         n_alive = sum(int((m != 0).sum()) for m in old)
         if n_alive_given is not None and n_alive_given != n_alive:

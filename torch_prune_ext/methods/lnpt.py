@@ -1,0 +1,255 @@
+"""LNPT (Xiao et al., 2024): label-free pruning by the teacher-student learning gap (stage A).
+
+A trained, frozen teacher guides the pruning of a student on *unlabelled* data. With
+φ the penultimate features (the input of the final ``Linear``, captured by a forward
+hook; or ``feature_layer=``), W = m ⊙ θ the student's effective weights and D a feature
+distance (:data:`~torch_prune_ext.training.distill.DISTANCES`)::
+
+    ℓ = mean_b D(φ_S(x_b; m ⊙ θ), φ_T(x_b))        score = | θ ⊙ ∂ℓ/∂θ |
+
+ranked globally, like Iterative SNIP on the learning gap. The teacher runs in eval mode
+under ``no_grad``; batches may be bare tensors, and labels, if present, are ignored.
+
+ℓ gives the final classifier no gradient (it sits after φ), so by default
+(``classifier="dense"``) the classifier is *not a target*: when no targets are given,
+LNPT prunes :func:`lnpt_targets` = ``prunable_parameters(model)`` without the final
+Linear. With ``classifier="kd"`` the classifier is a target and is scored with the
+stage-B distillation loss of :mod:`torch_prune_ext.training.distill` instead.
+
+With ``torch.nn.utils.prune.global_unstructured`` pass ``lnpt_targets(model)`` as the
+parameter list (it is the default, so ``targets=`` is not needed); a list that contains
+the classifier needs ``classifier="kd"`` and the same list as ``targets=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.functional import preserved_state
+from ..core.scoring import PruningOptions, ScoringProblem
+from ..core.targets import prunable_parameters
+from ..errors import InvalidOptionError, MissingDataError, TargetError
+from ..training.distill import (
+    Distance,
+    FeatureLayer,
+    capture_features,
+    check_feature_shapes,
+    final_linear,
+    kd_loss,
+    resolve_distance,
+    teacher_outputs,
+)
+from .base import PruningMethod
+from .saliency import set_mode
+
+CLASSIFIER_MODES = ("dense", "kd")
+
+
+@dataclass(frozen=True)
+class LNPTConfig:
+    """Hyperparameters of :class:`LNPT`.
+
+    Attributes:
+        teacher: the trained teacher network (required; never modified: eval mode,
+            ``no_grad``, its modes restored).
+        distance: feature distance D: ``"mse"`` (default), ``"l2"`` (mean per-example
+            Euclidean norm), ``"cosine"`` (mean ``1 - cos``), ``"l1"``, or a callable
+            ``D(phi_s, phi_t) -> scalar``.
+        feature_layer: the student's φ: ``None`` = the input of its final ``Linear``;
+            a submodule name or a callable ``fn(model) -> module`` = that module's output
+            (flattened). Targets after a custom feature layer get no gradient from ℓ:
+            leave them out of the targets.
+        teacher_feature_layer: the teacher's φ (default: the same rule as ``feature_layer``).
+        classifier: ``"dense"`` (default): the final Linear is not a target (ℓ gives it
+            no gradient); ``"kd"``: it is a target, scored ``|θ ⊙ ∂L_B/∂θ|`` with the
+            stage-B loss ``L_B = (1 - alpha)·T²·KL + alpha·D``.
+        adapter: optional module mapping the student's features into the teacher's
+            feature space (a student of another width); used as given, in eval mode.
+        mode: the student's module mode while scoring: ``"train"`` (BatchNorm batch
+            statistics; running statistics are never written) or ``"eval"``.
+        temperature: ``T`` of the stage-B loss (``classifier="kd"`` only).
+        alpha: feature weight of the stage-B loss (``classifier="kd"`` only).
+        pseudo_labels: ``"soft"`` or ``"hard"`` pseudo-labels of the stage-B loss.
+    """
+
+    teacher: nn.Module | None = None
+    distance: str | Distance = "mse"
+    feature_layer: FeatureLayer = None
+    teacher_feature_layer: FeatureLayer = None
+    classifier: str = "dense"
+    adapter: nn.Module | None = None
+    mode: str = "train"
+    temperature: float = 4.0
+    alpha: float = 0.5
+    pseudo_labels: str = "soft"
+
+    def __post_init__(self) -> None:
+        if self.teacher is not None and not isinstance(self.teacher, nn.Module):
+            raise InvalidOptionError(f"teacher must be an nn.Module, got {type(self.teacher).__name__}.")
+        resolve_distance(self.distance)
+        if self.classifier not in CLASSIFIER_MODES:
+            raise InvalidOptionError(f"classifier must be one of {', '.join(CLASSIFIER_MODES)}, got {self.classifier!r}.")
+        if self.adapter is not None and not isinstance(self.adapter, nn.Module):
+            raise InvalidOptionError(f"adapter must be an nn.Module, got {type(self.adapter).__name__}.")
+        if self.mode not in ("train", "eval"):
+            raise InvalidOptionError(f"mode must be 'train' or 'eval', got {self.mode!r}.")
+        if not self.temperature > 0:
+            raise InvalidOptionError(f"temperature must be > 0, got {self.temperature!r}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InvalidOptionError(f"alpha must be in [0, 1], got {self.alpha!r}.")
+        if self.pseudo_labels not in ("soft", "hard"):
+            raise InvalidOptionError(f"pseudo_labels must be 'soft' or 'hard', got {self.pseudo_labels!r}.")
+
+
+def lnpt_targets(model: nn.Module, classifier: str = "dense") -> list[tuple[nn.Module, str]]:
+    """LNPT's default targets: ``prunable_parameters(model)`` without the final Linear (``"dense"``).
+
+    Args:
+        model: the student.
+        classifier: ``"dense"`` leaves the final ``Linear`` out; ``"kd"`` keeps every target.
+
+    Returns:
+        ``(module, "weight")`` pairs, the parameter list to give ``global_unstructured``.
+
+    Examples:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        >>> [m is net[0] for m, _ in lnpt_targets(net)]
+        [True]
+        >>> len(lnpt_targets(net, classifier="kd"))
+        2
+    """
+    if classifier not in CLASSIFIER_MODES:
+        raise InvalidOptionError(f"classifier must be one of {', '.join(CLASSIFIER_MODES)}, got {classifier!r}.")
+    pairs = prunable_parameters(model)
+    head = _head(model)
+    if classifier == "kd" or head is None:
+        return pairs
+    kept = [(m, n) for m, n in pairs if m is not head]
+    if not kept:
+        raise TargetError(
+            f"{type(model).__name__} has nothing to prune besides its classifier. Pass classifier='kd' to prune "
+            "the classifier with the distillation loss, or targets=[...]."
+        )
+    return kept
+
+
+def _head(model: nn.Module) -> nn.Module | None:
+    """The final ``Linear`` (the classifier), or ``None`` when the model has none."""
+    try:
+        return final_linear(model)[1]
+    except TargetError:
+        return None
+
+
+class LNPT(PruningMethod):
+    """LNPT stage A: ``score = |θ ⊙ ∂ℓ/∂θ|``, ℓ the teacher-student feature gap, no labels.
+
+    Options are those of :class:`LNPTConfig` (``teacher=`` is required). One round by
+    default (``rounds > 1`` re-scores with the current masks). The default targets are
+    :func:`lnpt_targets` (the classifier stays dense); see the module docstring for
+    ``torch.nn.utils.prune.global_unstructured``.
+
+    Examples:
+        >>> import torch_prune_ext as tpe
+        >>> torch.manual_seed(0) and None
+        >>> teacher = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+        >>> student = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+        >>> report = tpe.global_prune(student, LNPT, 0.5, torch.randn(16, 8), teacher=teacher)
+        >>> int((student[0].weight == 0).sum()), hasattr(student[2], "weight_mask")
+        (24, False)
+    """
+
+    name = "lnpt"
+    Config = LNPTConfig
+    needs_data = True
+    needs_labels = False
+    summary = "abs(theta * d gap/d theta), teacher-student feature gap, no labels"
+
+    @classmethod
+    def default_targets(cls, model: nn.Module, config: LNPTConfig) -> list[tuple[nn.Module, str]]:
+        """:func:`lnpt_targets`: every Conv/Linear weight but the classifier's (``classifier="dense"``)."""
+        return lnpt_targets(model, config.classifier)
+
+    @classmethod
+    def prepare(
+        cls,
+        model: nn.Module,
+        data: Any,
+        targets: Iterable[tuple[nn.Module, str]] | None,
+        options: PruningOptions,
+        config: LNPTConfig | None = None,
+    ) -> ScoringProblem:
+        """As :meth:`PruningMethod.prepare`, with a teacher required and the classifier checked.
+
+        Raises:
+            MissingDataError: no ``teacher=``.
+            TargetError: the targets contain the classifier with ``classifier="dense"``
+                (its score would be 0 and it would be pruned first).
+        """
+        config = LNPTConfig() if config is None else config
+        if config.teacher is None:
+            raise MissingDataError(
+                "lnpt needs a trained teacher network: pass teacher=<nn.Module> (LNPT prunes the student by "
+                "the gap between its features and the teacher's)."
+            )
+        problem = super().prepare(model, data, targets, options, config)
+        head = _head(model)
+        if config.classifier == "dense" and head is not None and any(t.module is head for t in problem.targets):
+            head_name = next(t.module_name for t in problem.targets if t.module is head)
+            raise TargetError(
+                f"The classifier {head_name or type(head).__name__} is among LNPT's targets, but the feature "
+                "gap gives it no gradient (it would score 0 and be pruned first). Leave it out: use "
+                "tpe.lnpt_targets(model) as the parameter list (global_unstructured) or as targets=, "
+                "or pass classifier='kd' to score it with the distillation loss."
+            )
+        return problem
+
+    @classmethod
+    def score(cls, problem: ScoringProblem, config: LNPTConfig) -> list[torch.Tensor]:
+        distance = resolve_distance(config.distance)
+        t_layer = config.feature_layer if config.teacher_feature_layer is None else config.teacher_feature_layer
+        fm = problem.functional()
+        set_mode(problem.model, config.mode)
+        weights = [w.clone().requires_grad_(True) for w in problem.weights()]
+        masks = problem.masks
+        head = _head(problem.model) if config.classifier == "kd" else None
+        kd_index = [i for i, t in enumerate(problem.targets) if t.module is head]
+        gap_index = [i for i in range(len(weights)) if i not in kd_index]
+        totals = [torch.zeros_like(w) for w in weights]
+        n_batches = 0
+        adapter = config.adapter
+        with preserved_state(config.teacher), (preserved_state(adapter) if adapter is not None else nullcontext()):
+            if adapter is not None:
+                adapter.eval()
+            for x, _labels_ignored in problem.data:
+                z_t, phi_t = teacher_outputs(config.teacher, x, t_layer)
+                with capture_features(problem.model, config.feature_layer) as seen:
+                    z_s = fm(x, weights, masks)
+                if "features" not in seen:
+                    raise InvalidOptionError("The student's feature layer did not run; check feature_layer.")
+                phi_s = seen["features"] if adapter is None else adapter(seen["features"])
+                check_feature_shapes(phi_s, phi_t, adapter is not None)
+                gap = distance(phi_s, phi_t)
+                leaves = [weights[i] for i in gap_index]
+                grads = torch.autograd.grad(gap, leaves, retain_graph=bool(kd_index), allow_unused=True)
+                for i, g in zip(gap_index, grads):
+                    if g is not None:
+                        totals[i].add_(g)
+                if kd_index:
+                    stage_b = (1.0 - config.alpha) * kd_loss(z_s, z_t, config.temperature, config.pseudo_labels) \
+                        + config.alpha * gap
+                    kd_grads = torch.autograd.grad(stage_b, [weights[i] for i in kd_index], allow_unused=True)
+                    for i, g in zip(kd_index, kd_grads):
+                        if g is not None:
+                            totals[i].add_(g)
+                n_batches += 1
+        return [(w.detach() * g / n_batches).abs() for w, g in zip(weights, totals)]
+
+
+__all__ = ["LNPT", "LNPTConfig", "lnpt_targets"]
