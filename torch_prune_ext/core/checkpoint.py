@@ -32,6 +32,38 @@ def pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
     return pairs
 
 
+def refresh_pruned_weights(model: nn.Module) -> None:
+    """Recompute every pruned ``weight = weight_orig * weight_mask`` attribute now, without a graph.
+
+    torch's forward pre-hook does this at the next forward; call it after writing into
+    ``weight_orig`` directly (rewinding, loading) so that ``module.weight`` is current.
+    """
+    with torch.no_grad():
+        for module, name in pruned_tensors(model):
+            setattr(module, name, getattr(module, name + "_orig") * getattr(module, name + "_mask"))
+
+
+def zero_pruned_entries_(model: nn.Module) -> None:
+    """Write exact zeros into ``weight_orig`` wherever the mask is zero, in place.
+
+    Training only ever sees ``weight_orig * mask``, but optimizers (weight decay, momentum) move
+    ``weight_orig`` at pruned entries; zeroing them keeps ``prune.remove`` and ``make_permanent``
+    exact.
+
+    Examples:
+        >>> net = torch.nn.Linear(4, 2)
+        >>> _ = prune.l1_unstructured(net, "weight", amount=0.5)
+        >>> zero_pruned_entries_(net)
+        >>> int((net.weight_orig == 0).sum())
+        4
+    """
+    with torch.no_grad():
+        for module, name in pruned_tensors(model):
+            orig = getattr(module, name + "_orig")
+            orig.mul_(getattr(module, name + "_mask").to(orig.dtype))
+    refresh_pruned_weights(model)
+
+
 def make_permanent(model: nn.Module) -> nn.Module:
     """Fold every mask into its weight (``prune.remove`` on every pruned tensor).
 
@@ -126,7 +158,5 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
             _undo_reparametrisation(module, name, parameters)
         model.load_state_dict(backup)
         raise CheckpointError(f"The checkpoint does not fit the model: {error}") from error
-    with torch.no_grad():  # refresh the hook's cached weight; no graph, so deepcopy keeps working
-        for module, name in pruned_tensors(model):
-            setattr(module, name, getattr(module, name + "_orig") * getattr(module, name + "_mask"))
+    refresh_pruned_weights(model)  # no graph on the cached weight, so deepcopy keeps working
     return model

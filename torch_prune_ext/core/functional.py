@@ -58,6 +58,29 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module | None) -> Iterator[None]:
+    """Eval mode inside; every submodule's ``training`` flag restored on exit (``None`` is skipped).
+
+    Examples:
+        >>> net = torch.nn.Sequential(torch.nn.Dropout()).train()
+        >>> with eval_mode(net):
+        ...     net.training
+        False
+        >>> net.training
+        True
+    """
+    present = [m for m in modules if m is not None]
+    modes = [(m, m.training) for module in present for m in module.modules()]
+    try:
+        for module in present:
+            module.eval()
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 class FunctionalModel:
     """A stateless view of a model whose target weights and masks are inputs.
 

@@ -24,14 +24,13 @@ the classifier needs ``classifier="kd"`` and the same list as ``targets=``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..core.functional import preserved_state
+from ..core.functional import eval_mode, preserved_state
 from ..core.scoring import PruningOptions, ScoringProblem
 from ..core.targets import prunable_parameters
 from ..errors import InvalidOptionError, MissingDataError, TargetError
@@ -224,9 +223,7 @@ class LNPT(PruningMethod):
         totals = [torch.zeros_like(w) for w in weights]
         n_batches = 0
         adapter = config.adapter
-        with preserved_state(config.teacher), (preserved_state(adapter) if adapter is not None else nullcontext()):
-            if adapter is not None:
-                adapter.eval()
+        with preserved_state(config.teacher), eval_mode(adapter):
             for x, _labels_ignored in problem.data:
                 z_t, phi_t = teacher_outputs(config.teacher, x, t_layer)
                 with capture_features(problem.model, config.feature_layer) as seen:

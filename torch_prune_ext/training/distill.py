@@ -30,9 +30,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
+from ..core.checkpoint import zero_pruned_entries_
+from ..core.functional import eval_mode
 from ..errors import InvalidOptionError, MissingDataError, MissingDependencyError, TargetError
 
 logger = logging.getLogger("torch_prune_ext")
@@ -222,20 +223,6 @@ def batch_inputs(batch: Any) -> torch.Tensor:
     )
 
 
-@contextlib.contextmanager
-def _frozen_eval(*modules: nn.Module | None) -> Iterator[None]:
-    """Eval mode inside, every module's ``training`` flag restored on exit."""
-    modes = [(m, m.training) for module in modules if module is not None for m in module.modules()]
-    try:
-        for module in modules:
-            if module is not None:
-                module.eval()
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 def teacher_outputs(teacher: nn.Module, x: torch.Tensor, layer: FeatureLayer = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's logits and features on ``x``: eval mode, ``no_grad``, modes restored.
 
@@ -245,7 +232,7 @@ def teacher_outputs(teacher: nn.Module, x: torch.Tensor, layer: FeatureLayer = N
         >>> tuple(z.shape), tuple(phi.shape), t.training
         ((5, 2), (5, 3), True)
     """
-    with _frozen_eval(teacher), torch.no_grad(), capture_features(teacher, layer) as seen:
+    with eval_mode(teacher), torch.no_grad(), capture_features(teacher, layer) as seen:
         logits = teacher(x)
     if "features" not in seen:
         raise InvalidOptionError("The teacher's feature layer did not run during its forward; check feature_layer.")
@@ -264,16 +251,6 @@ def check_feature_shapes(student: torch.Tensor, teacher: torch.Tensor, has_adapt
 
 
 # --------------------------------------------------------------------------- masks
-def pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """The ``(module, name)`` pairs pruned by ``torch.nn.utils.prune`` (with ``name_orig`` and ``name_mask``)."""
-    pairs = []
-    for module in model.modules():
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, prune.BasePruningMethod):
-                pairs.append((module, hook._tensor_name))
-    return pairs
-
-
 @torch.no_grad()
 def enforce_masks(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None) -> None:
     """Set the pruned entries to exactly zero, in place.
@@ -285,16 +262,12 @@ def enforce_masks(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = N
 
     Examples:
         >>> net = torch.nn.Linear(4, 2)
-        >>> _ = prune.l1_unstructured(net, "weight", amount=0.5)
+        >>> _ = torch.nn.utils.prune.l1_unstructured(net, "weight", amount=0.5)
         >>> enforce_masks(net)
         >>> int((net.weight_orig == 0).sum())
         4
     """
-    for module, name in pruned_tensors(model):
-        mask = getattr(module, name + "_mask")
-        orig = getattr(module, name + "_orig")
-        orig.mul_(mask.to(orig.dtype))
-        setattr(module, name, orig * mask)
+    zero_pruned_entries_(model)
     if masks:
         params = dict(model.named_parameters())
         for name, mask in masks.items():
@@ -339,7 +312,7 @@ def learning_gap(
     t_layer = feature_layer if teacher_feature_layer is None else teacher_feature_layer
     batches = [loader] if isinstance(loader, torch.Tensor) else loader
     total, count = 0.0, 0
-    with _frozen_eval(student, adapter), torch.no_grad():
+    with eval_mode(student, adapter), torch.no_grad():
         for batch in batches:
             if max_batches is not None and count >= max_batches:
                 break
@@ -393,7 +366,7 @@ def weight_distance(model: nn.Module, init_state: Mapping[str, torch.Tensor], *,
 def accuracy(model: nn.Module, loader: Iterable[Any]) -> float:
     """Top-1 accuracy on labelled ``(x, y)`` batches (evaluation only), eval mode, modes restored."""
     correct, total = 0, 0
-    with _frozen_eval(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for batch in loader:
             if not (isinstance(batch, (tuple, list)) and len(batch) > 1):
                 raise MissingDataError("accuracy needs labelled (x, y) batches; pass a labelled eval_loader.")
@@ -431,7 +404,7 @@ class DistillationTrainer:
         >>> torch.manual_seed(0) and None
         >>> teacher = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
         >>> student = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-        >>> _ = prune.random_unstructured(student[0], "weight", amount=0.5)
+        >>> _ = torch.nn.utils.prune.random_unstructured(student[0], "weight", amount=0.5)
         >>> trainer = DistillationTrainer(student, teacher, torch.optim.SGD(student.parameters(), lr=0.1,
         ...                               momentum=0.9, weight_decay=5e-4), progress=False)
         >>> history = trainer.fit([torch.randn(16, 4) for _ in range(3)], epochs=2)
