@@ -240,9 +240,9 @@ def _record_rounds():
     counts: list[int] = []
     real = scoring_module.rank_and_mask
 
-    def recording(targets, scores, masks, n_pruned):
+    def recording(targets, scores, masks, n_pruned, **options):
         counts.append(n_pruned)
-        return real(targets, scores, masks, n_pruned)
+        return real(targets, scores, masks, n_pruned, **options)
 
     return counts, mock.patch.object(scoring_module, "rank_and_mask", recording)
 

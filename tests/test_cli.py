@@ -87,3 +87,14 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys):
 def test_report_of_missing_file(tmp_path, capsys):
     assert main(["report", str(tmp_path / "none.pt")]) == 2
     assert "No checkpoint" in capsys.readouterr().err
+
+
+def test_prune_with_block_granularity_reports_empty_tiles(capsys):
+    code = main(["prune", "--model", "lenet_300_100", "--method", "magnitude", "--sparsity", "0.95",
+                 "--granularity", "block", "--block-size", "32", "32", "--data", "random", "-o", "-",
+                 "--no-progress", "--on-collapse", "ignore"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "global sparsity 95.0000%" in out
+    fraction = float(out.split("empty 32x32 tiles: ")[1].split("%")[0])
+    assert fraction > 80.0

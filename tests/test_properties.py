@@ -255,8 +255,8 @@ def test_pruned_entries_stay_pruned_across_rounds_and_calls(spec, method, u1, u2
     seen: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
     real = scoring_module.rank_and_mask
 
-    def recording(targets_, scores, masks, n_pruned):
-        new = real(targets_, scores, masks, n_pruned)
+    def recording(targets_, scores, masks, n_pruned, **options):
+        new = real(targets_, scores, masks, n_pruned, **options)
         seen.append(([m.clone() for m in masks], [m.clone() for m in new]))
         return new
 
@@ -573,9 +573,9 @@ def test_many_rounds_inside_one_global_unstructured_call_end_at_torchs_count(amo
     counts: list[int] = []
     real = scoring_module.rank_and_mask
 
-    def recording(targets_, scores, masks, n_pruned):
+    def recording(targets_, scores, masks, n_pruned, **options):
         counts.append(n_pruned)
-        return real(targets_, scores, masks, n_pruned)
+        return real(targets_, scores, masks, n_pruned, **options)
 
     with mock.patch.object(scoring_module, "rank_and_mask", recording):
         prune.global_unstructured(targets, pruning_method=tpe.SynFlow, amount=amount, model=model,

@@ -14,6 +14,7 @@ or, conveniently, ``report = tpe.global_prune(model, "snip", 0.9, data=loader)``
 from __future__ import annotations
 
 from .api import compute_scores, global_prune
+from .core.blocks import TileReport, tile_report
 from .core.checkpoint import load_pruned_state_dict, make_permanent
 from .core.report import PruneReport, SparsityReport, sparsity_report
 from .core.scoring import PruningOptions
@@ -65,6 +66,7 @@ __all__ = [
     "SNIP",
     "SparsityReport",
     "SynFlow",
+    "TileReport",
     "TargetError",
     "UnknownMethodError",
     "UnknownOptionError",
@@ -79,5 +81,6 @@ __all__ = [
     "plot_history",
     "prunable_parameters",
     "sparsity_report",
+    "tile_report",
     "weight_distance",
 ]

@@ -26,6 +26,7 @@ import torch
 
 from .. import __version__
 from ..api import global_prune
+from ..core.blocks import tile_report
 from ..core.checkpoint import load_pruned_state_dict
 from ..core.report import LayerSparsity, SparsityReport, format_table, sparsity_report
 from ..core.targets import prunable_parameters
@@ -105,6 +106,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     report = global_prune(
         model, args.method, args.sparsity, batches, rounds=args.rounds, schedule=args.schedule,
         seed=args.seed, input_shape=input_shape, on_collapse=args.on_collapse, progress=args.progress,
+        granularity=args.granularity, block_size=tuple(args.block_size),
     )
     elapsed = time.perf_counter() - start
     print(report.layers)
@@ -113,6 +115,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
           f"{statistics.median(seconds):.3f} s median per round (max {max(seconds):.3f} s)")
     print(f"global sparsity {report.sparsity:.4%} (requested {args.sparsity:.4%}); "
           f"input-output paths {'intact' if report.paths_connected is not False else 'CUT'}")
+    tiles = tile_report(model, tile_sizes=(32,)).overall(32)
+    print(f"empty 32x32 tiles: {tiles.empty_fraction:.1%} (ideal tile-skipping speedup {tiles.predicted_speedup:.2f}x)")
     if args.output != "-":
         output = Path(args.output or f"pruned-{args.model}-{args.method}-{args.sparsity:g}.pt")
         _save_atomically({
@@ -192,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--on-collapse", default="warn", choices=("warn", "raise", "ignore"))
+    p.add_argument("--granularity", default="element", choices=("element", "block", "hybrid"),
+                   help="rank single weights, or whole tiles of each weight (block/hybrid) for faster kernels")
+    p.add_argument("--block-size", type=_positive_int, nargs=2, default=(32, 32), metavar=("B_N", "B_K"),
+                   help="tile of the block granularities (default 32 32)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
     p.add_argument("-o", "--output", default=None,
                    help="checkpoint path (default pruned-MODEL-METHOD-SPARSITY.pt; '-' to save nothing)")

@@ -9,6 +9,7 @@ masks is the caller's job), so an exception at any round leaves the model unchan
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import InvalidOptionError, MissingDataError, NonFiniteScoreError
 from .batches import PruningData
 from .functional import FunctionalModel, preserved_state
+from .blocks import GRANULARITIES, check_block_size
 from .ranking import rank_and_mask
 from .schedules import SCHEDULES
 from .targets import Target
@@ -45,6 +47,12 @@ class PruningOptions:
         on_collapse: what to do when the final mask disconnects the network:
             ``"warn"``, ``"raise"`` (nothing is pruned) or ``"ignore"``.
         progress: show a tqdm progress bar over the rounds.
+        granularity: ``"element"`` (default), ``"block"`` or ``"hybrid"``: rank whole
+            ``block_size`` tiles of each weight's GEMM view (``core/blocks.py``), so that the
+            masks leave empty tiles a sparse kernel can skip.
+        block_size: ``(b_n, b_k)`` tile for the block granularities (default 32 x 32).
+        block_density: for ``"hybrid"``, the density of kept blocks before element pruning
+            inside them (default: the square root of each round's density).
     """
 
     rounds: int | None = None
@@ -54,8 +62,20 @@ class PruningOptions:
     input_shape: tuple[int, ...] | None = None
     on_collapse: str = "warn"
     progress: bool = True
+    granularity: str = "element"
+    block_size: tuple[int, int] = (32, 32)
+    block_density: float | None = None
 
     def __post_init__(self) -> None:
+        if self.granularity not in GRANULARITIES:
+            raise InvalidOptionError(
+                f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}."
+            )
+        object.__setattr__(self, "block_size", check_block_size(self.block_size))
+        if self.block_density is not None and (isinstance(self.block_density, bool)
+                                               or not isinstance(self.block_density, (int, float))
+                                               or not 0.0 < self.block_density <= 1.0):
+            raise InvalidOptionError(f"block_density must be in (0, 1], got {self.block_density!r}.")
         if self.rounds is not None and (isinstance(self.rounds, bool) or not isinstance(self.rounds, int)
                                         or self.rounds < 1):
             raise InvalidOptionError(f"rounds must be a positive int, got {self.rounds!r}.")
@@ -78,6 +98,11 @@ class PruningOptions:
                     f"input_shape must be the shape of one example as positive ints, e.g. (3, 32, 32); got {self.input_shape!r}."
                 )
             object.__setattr__(self, "input_shape", shape)
+
+    def ranker(self) -> Callable[..., list[torch.Tensor]]:
+        """:func:`~torch_prune_ext.core.ranking.rank_and_mask` with these granularity options."""
+        return functools.partial(rank_and_mask, granularity=self.granularity, block_size=self.block_size,
+                                 block_density=self.block_density)
 
     def make_generator(self) -> torch.Generator:
         """The method's generator: ``generator`` as given, else a CPU one seeded with ``seed`` (0 by default)."""
@@ -194,6 +219,7 @@ def run_schedule(
     *,
     method: str = "method",
     progress: bool = True,
+    rank: Callable[..., list[torch.Tensor]] = rank_and_mask,
 ) -> tuple[list[torch.Tensor], list[float]]:
     """Score and prune round after round, without touching the model.
 
@@ -204,6 +230,7 @@ def run_schedule(
             :func:`~torch_prune_ext.core.schedules.pruned_counts`).
         method: the method's name, for messages.
         progress: show a tqdm bar.
+        rank: ``rank(targets, scores, masks, n_pruned) -> masks`` (:meth:`PruningOptions.ranker`).
 
     Returns:
         The final masks and the wall time of every round in seconds.
@@ -218,7 +245,7 @@ def run_schedule(
         if n_pruned > already:
             problem.masks = masks
             scores = score_once(problem, score_fn, method)
-            masks = rank_and_mask(problem.targets, scores, masks, n_pruned)
+            masks = rank(problem.targets, scores, masks, n_pruned)
             already = n_pruned
         seconds.append(time.perf_counter() - start)
         logger.debug("%s round %d/%d: %d pruned, %.3f s", method, round_index, len(counts), n_pruned, seconds[-1])

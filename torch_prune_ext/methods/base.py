@@ -240,7 +240,7 @@ class PruningMethod(prune.BasePruningMethod):
             counts = [n_dead + c for c in pruned_counts(n_schedule, n_pruned_final - n_dead, 0, rounds,
                                                         options.schedule, final_density)]
         return run_schedule(problem, lambda p: cls.score(p, config), counts, method=cls.name,
-                            progress=options.progress)
+                            progress=options.progress, rank=options.ranker())
 
     # ------------------------------------------------------- torch's interface
     def _final_masks(self, n_alive_given: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
