@@ -34,6 +34,7 @@ from .errors import (
     UnknownOptionError,
     UnsupportedLayerError,
 )
+from .kernels import accelerate
 from .methods import LNPT, METHODS, NTKSAP, PX, SNIP, GraSP, IterSNIP, Magnitude, PruningMethod, Random, SynFlow
 from .methods.lnpt import LNPTConfig, lnpt_targets
 from .training import DistillationTrainer, distill, learning_gap, plot_history, weight_distance
@@ -71,6 +72,7 @@ __all__ = [
     "UnknownMethodError",
     "UnknownOptionError",
     "UnsupportedLayerError",
+    "accelerate",
     "compute_scores",
     "distill",
     "global_prune",

@@ -1,0 +1,272 @@
+"""Per-layer choice between our kernel, dense, and 2:4, from a measured crossover table.
+
+A crossover table is a dict (or a JSON file) like the shipped ``crossover_cpu.json``::
+
+    {"cpu":  {"csr_max_density": 0.07, "bsr_max_block_density": {"16": 0.2, "32": 0.3, "64": 0.3}},
+     "cuda": {"triton_max_block_density": {"16": 0.1, "32": 0.4, "64": 0.6},
+              "semi_structured": true}}
+
+``*_max_density`` is the density below which the sparse path beat dense in the microbenchmark
+(``benchmarks/masked_matmul.py`` writes it). Rules, per layer:
+
+* CUDA: a 2:4 mask in fp16/bf16 -> ``"semi_structured"``; otherwise the block size with the lowest
+  block density that is below its threshold -> ``"triton"``; otherwise ``"dense"``.
+* CPU: a block size (square; 64x32 is also 32x32) under its BSR threshold -> ``"bsr"``; else element
+  density under the CSR threshold -> ``"csr"``; else ``"dense"``. (Triton on CPU is the interpreter:
+  only when asked for with ``backend="triton"``.)
+
+Without triton, or without CUDA, ``"triton"`` is never chosen automatically.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InvalidOptionError, MissingDependencyError
+from .cpu import CpuSparsePlan
+from .format import BlockSparseWeight, block_occupancy
+from .function import LayerPlan
+from .triton_kernels import triton_available
+
+__all__ = ["BACKENDS", "DEFAULT_TABLE_PATH", "choose_backend", "is_2_4", "load_table", "make_plan"]
+
+logger = logging.getLogger("torch_prune_ext")
+
+#: Backends accepted by :func:`make_plan` (``"auto"`` asks the table).
+BACKENDS = ("auto", "dense", "triton", "csr", "bsr", "semi_structured")
+
+#: The CPU crossover table shipped with the package (measured by ``benchmarks/masked_matmul.py``).
+DEFAULT_TABLE_PATH = Path(__file__).with_name("crossover_cpu.json")
+
+_FALLBACK_CUDA = {
+    # Not measured yet (no GPU available when this was written): conservative guesses from the
+    # anchors in the spec (torch's Triton BSR beats dense above ~90% sparsity at 32, ~60% at 64).
+    "triton_max_block_density": {"16": 0.1, "32": 0.3, "64": 0.5},
+    "semi_structured": True,
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _default_table() -> dict[str, Any]:
+    table: dict[str, Any] = {"cpu": {"csr_max_density": 0.05, "bsr_max_block_density": {"16": 0.1, "32": 0.2, "64": 0.2}}}
+    if DEFAULT_TABLE_PATH.exists():
+        table = json.loads(DEFAULT_TABLE_PATH.read_text())
+    table.setdefault("cuda", _FALLBACK_CUDA)
+    return table
+
+
+def load_table(table: Mapping[str, Any] | str | os.PathLike | None = None) -> dict[str, Any]:
+    """The crossover table to use: the shipped default, a dict, or a JSON file (merged over the default).
+
+    Args:
+        table: None (shipped default), a mapping, or a path to a JSON file.
+
+    Returns:
+        A dict with ``"cpu"`` and ``"cuda"`` sections.
+
+    Raises:
+        InvalidOptionError: the file is missing or is not a JSON object.
+
+    Examples:
+        >>> sorted(load_table({"cpu": {"csr_max_density": 0.5}})["cpu"])
+        ['bsr_max_block_density', 'csr_max_density']
+    """
+    base = copy.deepcopy(_default_table())
+    if table is None:
+        return base
+    if not isinstance(table, Mapping):
+        path = Path(table)
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidOptionError(f"cannot read crossover table {str(path)!r} ({exc}); pass a JSON object file.") from exc
+        if not isinstance(table, Mapping):
+            raise InvalidOptionError(f"crossover table {str(path)!r} must hold a JSON object with 'cpu'/'cuda' keys.")
+    for dev, section in table.items():
+        if not isinstance(section, Mapping):
+            continue
+        base.setdefault(dev, {}).update(copy.deepcopy(dict(section)))
+    return base
+
+
+def is_2_4(mask: torch.Tensor) -> bool:
+    """Whether every group of 4 consecutive inputs of every row keeps at most 2 entries.
+
+    Args:
+        mask: ``(N, K)`` mask.
+
+    Returns:
+        True for a 2:4 (semi-structured) mask.
+
+    Examples:
+        >>> is_2_4(torch.tensor([[1., 0, 1, 0, 0, 1, 1, 0]])), is_2_4(torch.ones(1, 8))
+        (True, False)
+    """
+    if mask.dim() != 2 or mask.shape[1] % 4:
+        return False
+    return bool(((mask != 0).view(mask.shape[0], -1, 4).sum(-1) <= 2).all())
+
+
+def _block_densities(mask: torch.Tensor, sizes: tuple[int, ...]) -> dict[int, float]:
+    return {b: float(block_occupancy(mask, b).float().mean()) for b in sizes}
+
+
+def choose_backend(
+    mask: torch.Tensor,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    table: Mapping[str, Any] | None = None,
+) -> tuple[str, int | None]:
+    """Pick the backend and block size for one layer from the crossover table.
+
+    Args:
+        mask: ``(N, K)`` element mask.
+        device: where the layer runs.
+        dtype: compute dtype.
+        table: crossover table (see :func:`load_table`); None = default.
+
+    Returns:
+        ``(backend, block_size)``; ``block_size`` is None for ``"dense"``, ``"csr"``, ``"semi_structured"``.
+
+    Examples:
+        >>> m = torch.zeros(64, 64); m[:16, :16] = 1
+        >>> choose_backend(m, "cpu", table={"cpu": {"bsr_max_block_density": {"16": 0.1}}})
+        ('bsr', 16)
+        >>> choose_backend(torch.ones(64, 64), "cpu")
+        ('dense', None)
+    """
+    tab = load_table(table)
+    device = torch.device(device)
+    density = float((mask != 0).float().mean())
+    n, k = mask.shape
+    if device.type == "cuda":
+        cuda = tab.get("cuda", {})
+        if cuda.get("semi_structured", False) and dtype in (torch.float16, torch.bfloat16) and is_2_4(mask) and n % 64 == 0 and k % 64 == 0:
+            return "semi_structured", None
+        if not triton_available(device):
+            return "dense", None
+        thresholds = {int(b): float(t) for b, t in cuda.get("triton_max_block_density", {}).items()}
+        best = None
+        for b, d_b in _block_densities(mask, tuple(sorted(thresholds))).items():
+            if d_b <= thresholds[b] and (best is None or d_b / thresholds[b] < best[1]):
+                best = (b, d_b / thresholds[b])
+        return ("triton", best[0]) if best else ("dense", None)
+    cpu = tab.get("cpu", {})
+    thresholds = {int(b): float(t) for b, t in cpu.get("bsr_max_block_density", {}).items()}
+    best = None
+    for b, d_b in _block_densities(mask, tuple(sorted(thresholds))).items():
+        if n % b or k % b:
+            continue
+        if d_b <= thresholds[b] and (best is None or d_b / thresholds[b] < best[1]):
+            best = (b, d_b / thresholds[b])
+    if best:
+        return "bsr", best[0]
+    if density <= float(cpu.get("csr_max_density", 0.0)):
+        return "csr", None
+    return "dense", None
+
+
+def make_plan(
+    mask: torch.Tensor,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    backend: str = "auto",
+    block_size: int | tuple[int, int] | None = None,
+    table: Mapping[str, Any] | None = None,
+) -> LayerPlan:
+    """Build the :class:`~torch_prune_ext.kernels.function.LayerPlan` of one layer.
+
+    Args:
+        mask: ``(N, K)`` element mask (moved to ``device``).
+        device: where the layer runs.
+        dtype: compute dtype (for the choice only).
+        backend: one of :data:`BACKENDS`; ``"auto"`` uses the table.
+        block_size: block for ``"triton"``/``"bsr"`` when forced (default: the table's pick or 32).
+        table: crossover table.
+
+    Returns:
+        The plan. A forced backend that cannot run here falls back (logged): ``"triton"`` without triton
+        or CUDA/interpreter -> CPU sparse or dense; ``"csr"``/``"bsr"`` on CUDA -> dense;
+        ``"semi_structured"`` off CUDA or on a non-2:4 mask -> dense.
+
+    Raises:
+        InvalidOptionError: unknown backend.
+
+    Examples:
+        >>> make_plan(torch.ones(8, 8), "cpu").backend
+        'dense'
+    """
+    if backend not in BACKENDS:
+        raise InvalidOptionError(f"backend={backend!r} is unknown; use one of {', '.join(BACKENDS)}.")
+    device = torch.device(device)
+    mask = (mask != 0).to(device=device, dtype=torch.float32)
+    chosen_block = block_size
+    if backend == "auto":
+        backend, chosen_block = choose_backend(mask, device, dtype, table)
+        chosen_block = block_size or chosen_block
+    if backend == "triton" and not triton_available(device):
+        logger.info("triton kernels unavailable on %s (no triton, or no CUDA and TRITON_INTERPRET unset); falling back", device)
+        backend = "bsr" if device.type == "cpu" else "dense"
+    if backend in ("csr", "bsr") and device.type != "cpu":
+        logger.info("CPU sparse backend %r requested on %s; using dense", backend, device)
+        backend = "dense"
+    if backend == "semi_structured" and (device.type != "cuda" or not is_2_4(mask)):
+        logger.info("2:4 backend needs CUDA and a 2:4 mask; using dense")
+        backend = "dense"
+    if backend == "bsr":
+        b = chosen_block or 32
+        b = b if isinstance(b, int) else min(b)
+        if mask.shape[0] % b or mask.shape[1] % b:
+            logger.info("BSR needs shapes divisible by the block (%s, %s); using CSR", tuple(mask.shape), b)
+            backend = "csr"
+        else:
+            return LayerPlan("bsr", mask, (b, b), cpu=CpuSparsePlan.build(mask.cpu(), "bsr", b))
+    if backend == "csr":
+        return LayerPlan("csr", mask, cpu=CpuSparsePlan.build(mask.cpu(), "csr"))
+    if backend == "triton":
+        b = chosen_block or 32
+        bsw = BlockSparseWeight.from_dense(torch.zeros_like(mask), mask, b)
+        return LayerPlan("triton", mask, bsw.block_size, bsw=bsw)
+    return LayerPlan(backend, mask)
+
+
+def semi_structured_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: LayerPlan) -> torch.Tensor:
+    """2:4 path (CUDA, fp16/bf16): ``F.linear`` on ``to_sparse_semi_structured(W * M)`` for inference.
+
+    When a gradient is needed the dense masked weight is used (same numbers; torch's 2:4 backward
+    support is partial). The compressed weight is cached while the weight is unchanged.
+
+    Args:
+        x: ``(..., K)`` input.
+        weight: ``(N, K)`` weight.
+        bias: ``(N,)`` or None.
+        plan: plan with ``backend == "semi_structured"``.
+
+    Returns:
+        ``(..., N)`` output.
+
+    Raises:
+        MissingDependencyError: this torch build has no ``to_sparse_semi_structured``.
+    """
+    if torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad):
+        return torch.nn.functional.linear(x, weight * plan.mask.to(weight.dtype), bias)
+    try:
+        from torch.sparse import to_sparse_semi_structured
+    except ImportError as exc:  # pragma: no cover - old torch
+        raise MissingDependencyError("2:4 needs torch.sparse.to_sparse_semi_structured (torch>=2.1 with CUDA); upgrade torch.") from exc
+    key = (weight.data_ptr(), weight._version, x.dtype)
+    if plan._values_key != key:
+        plan._values = to_sparse_semi_structured((weight.detach() * plan.mask.to(weight.dtype)).to(x.dtype))
+        plan._values_key = key
+    lead = x.shape[:-1]
+    y = torch.nn.functional.linear(x.reshape(-1, x.shape[-1]), plan._values, bias.to(x.dtype) if bias is not None else None)
+    return y.reshape(*lead, y.shape[-1])
