@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,37 @@ def test_prune_with_block_granularity_reports_empty_tiles(capsys):
     assert "global sparsity 95.0000%" in out
     fraction = float(out.split("empty 32x32 tiles: ")[1].split("%")[0])
     assert fraction > 80.0
+
+
+def test_an_interrupted_cli_run_resumes_to_the_same_checkpoint(tmp_path, monkeypatch, capsys):
+    cli = importlib.import_module("torch_prune_ext.cli.main")  # the module (the package exports the function)
+
+    argv = ["prune", "--model", "lenet_300_100", "--method", "synflow", "--rounds", "6", "--data", "random",
+            "--per-class", "1", "--no-progress"]
+    assert main([*argv, "-o", str(tmp_path / "reference.pt")]) == 0
+    target = tmp_path / "run.pt"
+    original = cli.PartialCheckpoint.__call__
+
+    def save_then_die_at_round_3(self, state):
+        original(self, state)
+        if state.completed == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.PartialCheckpoint, "__call__", save_then_die_at_round_3)
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "-o", str(target)])
+    assert not target.exists() and (tmp_path / "run.pt.partial").is_file()
+    monkeypatch.setattr(cli.PartialCheckpoint, "__call__", original)
+
+    capsys.readouterr()
+    # other arguments than the interrupted run's: refused, nothing written
+    assert main([*argv, "--seed", "5", "--resume", "-o", str(target)]) == 2
+    assert "other arguments" in capsys.readouterr().err and not target.exists()
+    assert main([*argv, "--resume", "-o", str(target)]) == 0
+    assert "resuming after round 3" in capsys.readouterr().out
+    assert not (tmp_path / "run.pt.partial").exists()
+    resumed = torch.load(target, weights_only=True)["state_dict"]
+    reference = torch.load(tmp_path / "reference.pt", weights_only=True)["state_dict"]
+    for key in reference:
+        if key.endswith("_mask"):
+            assert torch.equal(resumed[key], reference[key]), key

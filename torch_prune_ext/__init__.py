@@ -17,7 +17,7 @@ from .api import compute_scores, global_prune
 from .core.blocks import TileReport, tile_report
 from .core.checkpoint import load_pruned_state_dict, make_permanent
 from .core.report import PruneReport, SparsityReport, sparsity_report
-from .core.scoring import PruningOptions
+from .core.scoring import PruningOptions, RoundState
 from .core.targets import prunable_parameters
 from .errors import (
     BatchShapeError,
@@ -64,6 +64,7 @@ __all__ = [
     "PruningMethod",
     "PruningOptions",
     "Random",
+    "RoundState",
     "SNIP",
     "SparsityReport",
     "SynFlow",

@@ -14,7 +14,7 @@ from torch import nn
 
 from .core.checkpoint import apply_masks
 from .core.report import PruneReport, check_collapse
-from .core.scoring import score_once
+from .core.scoring import RoundCallback, RoundState, score_once
 from .errors import InvalidAmountError
 from .methods import PruningMethod, resolve_method
 
@@ -78,6 +78,8 @@ def global_prune(
     targets: Iterable[tuple[nn.Module, str]] | None = None,
     rounds: int | None = None,
     schedule: str = "exponential",
+    on_round: RoundCallback | None = None,
+    resume: RoundState | None = None,
     **options: Any,
 ) -> PruneReport:
     """Prune ``model`` globally to ``sparsity`` with ``method``, through ``torch.nn.utils.prune``.
@@ -92,6 +94,10 @@ def global_prune(
         rounds: scoring rounds (default: the method's); round r of R has density
             ``d ** (r / R)`` (exponential) or ``1 - (1 - d) * r / R`` (linear).
         schedule: ``"exponential"`` or ``"linear"``.
+        on_round: called with a :class:`~torch_prune_ext.core.scoring.RoundState` after every
+            round (masks so far and the generator state), e.g. to checkpoint a long run.
+        resume: a ``RoundState`` saved by ``on_round`` from an interrupted call with the same
+            arguments: the remaining rounds run and the result equals the uninterrupted run's.
         **options: common options (``seed``, ``generator``, ``input_shape``,
             ``on_collapse="warn"|"raise"|"ignore"``, ``progress``) and the method's own.
 
@@ -121,7 +127,8 @@ def global_prune(
             f"The targets are already {n_dead / n_total:.4%} sparse, more than the requested {sparsity:.4%}; "
             "pruned entries are never revived. Ask for a sparsity of at least the current one."
         )
-    masks, seconds = cls.prune_problem(problem, config, common, n_final, final_density=1.0 - sparsity)
+    masks, seconds = cls.prune_problem(problem, config, common, n_final, final_density=1.0 - sparsity,
+                                       on_round=on_round, resume=resume)
     layers, connected = check_collapse(model, problem.targets, masks, problem.known_input_shape(), common.on_collapse,
                                         cls.name)
     apply_masks(problem.targets, masks)

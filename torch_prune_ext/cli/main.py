@@ -29,6 +29,7 @@ from ..api import global_prune
 from ..core.blocks import tile_report
 from ..core.checkpoint import load_pruned_state_dict
 from ..core.report import LayerSparsity, SparsityReport, format_table, sparsity_report
+from ..core.scoring import RoundState
 from ..core.targets import prunable_parameters
 from ..errors import PruningError
 from ..methods import METHODS, PruningMethod
@@ -91,6 +92,35 @@ def _save_atomically(obj: Any, path: Path) -> None:
         raise
 
 
+PARTIAL_FORMAT = "torch_prune_ext.partial/1"
+#: The arguments a resumed run must share with the interrupted one.
+RUN_KEYS = ("model", "method", "sparsity", "rounds", "schedule", "data", "num_classes", "per_class", "batch_size",
+            "seed", "granularity", "block_size")
+
+
+class PartialCheckpoint:
+    """Saves the state of every round atomically next to the output, for ``--resume``."""
+
+    def __init__(self, path: Path, key: dict[str, Any]) -> None:
+        self.path = path
+        self.key = key
+
+    def __call__(self, state: RoundState) -> None:
+        _save_atomically({"format": PARTIAL_FORMAT, "key": self.key, "state": state.to_dict()}, self.path)
+
+    def load(self) -> RoundState | None:
+        """The saved state of an interrupted run with the same arguments, or ``None`` if there is none."""
+        if not self.path.is_file():
+            return None
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        if saved.get("format") != PARTIAL_FORMAT or saved.get("key") != self.key:
+            raise PruningError(
+                f"{self.path} belongs to a run with other arguments ({saved.get('key')}); rerun with those "
+                "arguments, or delete the file to start afresh."
+            )
+        return RoundState.from_dict(saved["state"])
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     args.data = args.data or DEFAULT_DATASET.get(args.model, "cifar10")
     num_classes = args.num_classes or DATASET_CLASSES.get(args.data, 10)
@@ -102,11 +132,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
     n_weights = sum(getattr(module, name).numel() for module, name in prunable_parameters(model))
     print(f"torch-prune-ext {__version__}: {args.method} on {args.model} ({n_weights:,} prunable weights), "
           f"{args.data} pruning set of {len(x)} examples, sparsity {args.sparsity}")
+    output = None if args.output == "-" else Path(
+        args.output or f"pruned-{args.model}-{args.method}-{args.sparsity:g}.pt")
+    key = {name: getattr(args, name) for name in RUN_KEYS}
+    key["block_size"] = list(args.block_size)
+    partial = PartialCheckpoint(output.with_name(output.name + ".partial"), key) if output else None
+    resume = partial.load() if (partial is not None and args.resume) else None
+    if args.resume and resume is None:
+        print("no interrupted run to resume: starting afresh")
+    elif resume is not None:
+        print(f"resuming after round {resume.completed}")
     start = time.perf_counter()
     report = global_prune(
         model, args.method, args.sparsity, batches, rounds=args.rounds, schedule=args.schedule,
         seed=args.seed, input_shape=input_shape, on_collapse=args.on_collapse, progress=args.progress,
-        granularity=args.granularity, block_size=tuple(args.block_size),
+        granularity=args.granularity, block_size=tuple(args.block_size), on_round=partial, resume=resume,
     )
     elapsed = time.perf_counter() - start
     print(report.layers)
@@ -117,13 +157,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
           f"input-output paths {'intact' if report.paths_connected is not False else 'CUT'}")
     tiles = tile_report(model, tile_sizes=(32,)).overall(32)
     print(f"empty 32x32 tiles: {tiles.empty_fraction:.1%} (ideal tile-skipping speedup {tiles.predicted_speedup:.2f}x)")
-    if args.output != "-":
-        output = Path(args.output or f"pruned-{args.model}-{args.method}-{args.sparsity:g}.pt")
+    if output is not None:
         _save_atomically({
             "format": CHECKPOINT_FORMAT, "model": args.model, "model_kwargs": {"num_classes": num_classes},
             "method": args.method, "sparsity": args.sparsity, "seed": args.seed,
             "state_dict": model.state_dict(), "report": report.to_dict(),
         }, output)
+        partial.path.unlink(missing_ok=True)
         print(f"saved {output}")
     return 0
 
@@ -201,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=_positive_int, nargs=2, default=(32, 32), metavar=("B_N", "B_K"),
                    help="tile of the block granularities (default 32 32)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUTPUT.partial (saved after every round)")
     p.add_argument("-o", "--output", default=None,
                    help="checkpoint path (default pruned-MODEL-METHOD-SPARSITY.pt; '-' to save nothing)")
     p.set_defaults(func=cmd_prune)

@@ -212,6 +212,64 @@ def score_once(problem: ScoringProblem, score_fn: ScoreFunction, method: str) ->
     return scores
 
 
+@dataclass
+class RoundState:
+    """Where a multi-round schedule stands after a round: enough to resume it exactly.
+
+    Attributes:
+        completed: rounds done so far.
+        masks: the masks after that round, by target name (``"layer1.0.conv1.weight"``).
+        generator_state: the method's generator state after that round (draws continue as if
+            never interrupted).
+        round_seconds: wall time of the rounds done.
+
+    ``to_dict()`` holds only tensors, ints, floats, strings and lists, so it saves with
+    ``torch.save`` and loads with ``torch.load(weights_only=True)``.
+    """
+
+    completed: int
+    masks: dict[str, torch.Tensor]
+    generator_state: torch.Tensor
+    round_seconds: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"completed": self.completed, "masks": dict(self.masks), "generator_state": self.generator_state,
+                "round_seconds": list(self.round_seconds)}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> RoundState:
+        return cls(int(state["completed"]), dict(state["masks"]), state["generator_state"],
+                   list(state["round_seconds"]))
+
+
+RoundCallback = Callable[[RoundState], None]
+
+
+def resume_problem(problem: ScoringProblem, state: RoundState, rounds: int) -> None:
+    """Put ``problem`` where ``state`` left it: masks and generator (checked against the targets).
+
+    Raises:
+        InvalidOptionError: the state does not belong to these targets or this schedule.
+    """
+    names = [t.name for t in problem.targets]
+    if sorted(state.masks) != sorted(names) or not 0 <= state.completed <= rounds:
+        raise InvalidOptionError(
+            f"The resume state ({state.completed} rounds done, tensors {sorted(state.masks)[:3]}...) does not fit "
+            f"this run ({rounds} rounds, tensors {sorted(names)[:3]}...). Resume with the model, targets and "
+            "rounds of the interrupted run."
+        )
+    for target, old in zip(problem.targets, problem.masks):
+        mask = state.masks[target.name]
+        if tuple(mask.shape) != tuple(old.shape) or bool(((old == 0) & (mask != 0)).any()):
+            raise InvalidOptionError(
+                f"The resume mask of {target.name} does not fit the model (other shape, or it revives pruned "
+                "entries). Resume with the model of the interrupted run, unmodified."
+            )
+    problem.masks = [state.masks[t.name].to(device=m.device, dtype=m.dtype) for t, m in
+                     zip(problem.targets, problem.masks)]
+    problem.generator.set_state(state.generator_state)
+
+
 def run_schedule(
     problem: ScoringProblem,
     score_fn: ScoreFunction,
@@ -220,6 +278,8 @@ def run_schedule(
     method: str = "method",
     progress: bool = True,
     rank: Callable[..., list[torch.Tensor]] = rank_and_mask,
+    on_round: RoundCallback | None = None,
+    resume: RoundState | None = None,
 ) -> tuple[list[torch.Tensor], list[float]]:
     """Score and prune round after round, without touching the model.
 
@@ -231,16 +291,22 @@ def run_schedule(
         method: the method's name, for messages.
         progress: show a tqdm bar.
         rank: ``rank(targets, scores, masks, n_pruned) -> masks`` (:meth:`PruningOptions.ranker`).
+        on_round: called with a :class:`RoundState` after every round (e.g. to checkpoint it).
+        resume: a state saved by ``on_round``: its rounds are skipped, its masks and generator
+            state used, so the result equals the uninterrupted run's.
 
     Returns:
         The final masks and the wall time of every round in seconds.
     """
+    if resume is not None:
+        resume_problem(problem, resume, len(counts))
     masks = [m.clone() for m in problem.masks]
     already = sum(int((m == 0).sum()) for m in masks)
-    seconds: list[float] = []
+    seconds: list[float] = list(resume.round_seconds) if resume is not None else []
+    first = resume.completed if resume is not None else 0
     bar = tqdm(counts, desc=f"{method} rounds", unit="round", disable=not progress or len(counts) < 2,
-               leave=False)
-    for round_index, n_pruned in enumerate(bar, start=1):
+               leave=False, initial=first)
+    for round_index, n_pruned in enumerate(counts[first:], start=first + 1):
         start = time.perf_counter()
         if n_pruned > already:
             problem.masks = masks
@@ -248,5 +314,10 @@ def run_schedule(
             masks = rank(problem.targets, scores, masks, n_pruned)
             already = n_pruned
         seconds.append(time.perf_counter() - start)
+        bar.update(1)
         logger.debug("%s round %d/%d: %d pruned, %.3f s", method, round_index, len(counts), n_pruned, seconds[-1])
+        if on_round is not None:
+            on_round(RoundState(round_index, {t.name: m.clone() for t, m in zip(problem.targets, masks)},
+                                problem.generator.get_state(), list(seconds)))
+    bar.close()
     return masks, seconds

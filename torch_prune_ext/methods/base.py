@@ -23,7 +23,7 @@ from torch.nn.utils import prune
 from ..core.batches import PruningData
 from ..core.report import check_collapse
 from ..core.schedules import pruned_counts
-from ..core.scoring import PruningOptions, ScoringProblem, run_schedule
+from ..core.scoring import PruningOptions, RoundCallback, RoundState, ScoringProblem, run_schedule
 from ..core.targets import Target, resolve_targets
 from ..errors import InvalidAmountError, InvalidOptionError, MissingDataError, TargetError, UnknownOptionError
 
@@ -222,6 +222,7 @@ class PruningMethod(prune.BasePruningMethod):
     def prune_problem(
         cls, problem: ScoringProblem, config: Any, options: PruningOptions, n_pruned_final: int,
         n_schedule: int | None = None, final_density: float | None = None,
+        on_round: RoundCallback | None = None, resume: RoundState | None = None,
     ) -> tuple[list[torch.Tensor], list[float]]:
         """Run the method's schedule up to ``n_pruned_final`` zeros in total.
 
@@ -230,6 +231,7 @@ class PruningMethod(prune.BasePruningMethod):
                 (``global_prune``) or the still-unpruned ones (torch's ``amount``). Default: all.
             final_density: the requested final density the rounds interpolate to (default:
                 the one ``n_pruned_final`` implies).
+            on_round, resume: see :func:`~torch_prune_ext.core.scoring.run_schedule`.
         """
         n_total = sum(m.numel() for m in problem.masks)
         n_dead = sum(int((m == 0).sum()) for m in problem.masks)
@@ -240,7 +242,7 @@ class PruningMethod(prune.BasePruningMethod):
             counts = [n_dead + c for c in pruned_counts(n_schedule, n_pruned_final - n_dead, 0, rounds,
                                                         options.schedule, final_density)]
         return run_schedule(problem, lambda p: cls.score(p, config), counts, method=cls.name,
-                            progress=options.progress, rank=options.ranker())
+                            progress=options.progress, rank=options.ranker(), on_round=on_round, resume=resume)
 
     # ------------------------------------------------------- torch's interface
     def _final_masks(self, n_alive_given: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
