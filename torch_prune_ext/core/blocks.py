@@ -66,7 +66,7 @@ def _prune_blocks(
     """
     block_means, block_alive, per_target = [], [], []
     for score, live in zip(scores, alive):
-        matrix_scores, matrix_alive = as_matrix(score), as_matrix(live).to(score.dtype)
+        matrix_scores, matrix_alive = as_matrix(score).to(torch.float64), as_matrix(live).to(torch.float64)
         counts = block_sums(matrix_alive, block_size)
         sums = block_sums(matrix_scores * matrix_alive, block_size)
         means = torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, torch.inf))
@@ -114,7 +114,7 @@ def block_ranked_alive(
     """Alive masks after block-aware pruning, or ``None`` for ``granularity="element"``.
 
     Args:
-        scores: float64 scores per target, canonical order.
+        scores: scores per target, canonical order (block means are computed in float64).
         alive: boolean alive masks per target, canonical order.
         n_pruned: total number of dead entries wanted.
         block_size: ``(b_n, b_k)``.

@@ -20,6 +20,7 @@ def apply_masks(targets: Sequence[Target], masks: Sequence[torch.Tensor]) -> Non
     """
     for target, mask in zip(targets, masks, strict=True):
         prune.custom_from_mask(target.module, target.tensor_name, mask.to(target.raw.dtype))
+    _refresh([(t.module, t.tensor_name) for t in targets])  # no graph on the cached weight: deepcopy works
 
 
 def pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -38,8 +39,12 @@ def refresh_pruned_weights(model: nn.Module) -> None:
     torch's forward pre-hook does this at the next forward; call it after writing into
     ``weight_orig`` directly (rewinding, loading) so that ``module.weight`` is current.
     """
+    _refresh(pruned_tensors(model))
+
+
+def _refresh(pairs: Sequence[tuple[nn.Module, str]]) -> None:
     with torch.no_grad():
-        for module, name in pruned_tensors(model):
+        for module, name in pairs:
             setattr(module, name, getattr(module, name + "_orig") * getattr(module, name + "_mask"))
 
 

@@ -67,6 +67,8 @@ class PruningOptions:
     block_density: float | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.progress, bool):
+            raise InvalidOptionError(f"progress must be True or False, got {self.progress!r}.")
         if self.granularity not in GRANULARITIES:
             raise InvalidOptionError(
                 f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}."

@@ -186,6 +186,11 @@ def resolve_targets(
             f"The targets live on several devices ({', '.join(sorted(map(str, devices)))}). "
             "Move the model to one device (model.to(device)) before pruning."
         )
+    if any(device.type == "meta" for device in devices):
+        raise TargetError(
+            "The targets live on the 'meta' device, which holds no values to score. Materialise the model "
+            "(model.to_empty(device=...) and load its weights) before pruning."
+        )
     return resolved
 
 
