@@ -63,6 +63,11 @@ class SparsityReport(_Counts):
     """Per-layer and global sparsity of a set of tensors.
 
     ``str(report)`` is a table; :meth:`to_dict` is JSON-serialisable.
+
+    Examples:
+        >>> report = SparsityReport([LayerSparsity("fc.weight", (2, 5), 10, 3)])
+        >>> report.sparsity, report.collapsed
+        (0.7, [])
     """
 
     layers: list[LayerSparsity]
@@ -199,6 +204,13 @@ class PruneReport:
         layers: per-target sparsity after pruning (:class:`SparsityReport`).
         round_seconds: wall time of every round.
         paths_connected: whether an input-output path survives (``None``: not checked).
+
+    Examples:
+        >>> import torch_prune_ext as tpe
+        >>> net = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+        >>> report = tpe.global_prune(net, "magnitude", 0.5, input_shape=(6,))
+        >>> report.method, report.sparsity, report.paths_connected, "0.weight" in str(report)
+        ('magnitude', 0.5, True, True)
     """
 
     method: str

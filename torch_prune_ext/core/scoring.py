@@ -53,6 +53,10 @@ class PruningOptions:
         block_size: ``(b_n, b_k)`` tile for the block granularities (default 32 x 32).
         block_density: for ``"hybrid"``, the density of kept blocks before element pruning
             inside them (default: the square root of each round's density).
+
+    Examples:
+        >>> PruningOptions(rounds=10, seed=3).make_generator().initial_seed()
+        3
     """
 
     rounds: int | None = None
@@ -227,6 +231,14 @@ class RoundState:
 
     ``to_dict()`` holds only tensors, ints, floats, strings and lists, so it saves with
     ``torch.save`` and loads with ``torch.load(weights_only=True)``.
+
+    Examples:
+        >>> import torch_prune_ext as tpe
+        >>> states = []
+        >>> net = torch.nn.Sequential(torch.nn.Linear(10, 10))
+        >>> _ = tpe.global_prune(net, "random", 0.9, rounds=3, on_round=states.append, progress=False)
+        >>> [s.completed for s in states], int((states[0].masks["0.weight"] == 0).sum())
+        ([1, 2, 3], 54)
     """
 
     completed: int

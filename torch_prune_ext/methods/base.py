@@ -87,6 +87,20 @@ class PruningMethod(prune.BasePruningMethod):
 
     Subclasses set ``name``, ``Config``, ``default_rounds``, the needs flags, and
     implement :meth:`score`.
+
+    Examples:
+        A method of one's own: keep the weights with the largest squared value.
+
+        >>> import torch_prune_ext as tpe
+        >>> class Squared(PruningMethod):
+        ...     @classmethod
+        ...     def score(cls, problem, config):
+        ...         return [(w * m) ** 2 for w, m in zip(problem.weights(), problem.masks)]
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> torch.nn.utils.prune.global_unstructured(tpe.prunable_parameters(net), pruning_method=Squared,
+        ...                                          amount=12, model=net)
+        >>> Squared.name, int((net[0].weight == 0).sum() + (net[2].weight == 0).sum())
+        ('squared', 12)
     """
 
     PRUNING_TYPE = "unstructured"

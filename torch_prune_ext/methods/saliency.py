@@ -69,6 +69,16 @@ class SNIP(PruningMethod):
     score = | Σ_b ∂L_b/∂m | = | θ ⊙ Σ_b ∂L_b/∂W |, summed over batches before the
     absolute value. The references also divide by the global sum of scores, which does not
     change the ranking; these scores are not normalised. One round by default.
+
+    Examples:
+        >>> import torch_prune_ext as tpe
+        >>> from torch.nn.utils import prune
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        >>> prune.global_unstructured(tpe.prunable_parameters(net), pruning_method=SNIP, amount=0.5,
+        ...                           model=net, data=(x, y))
+        >>> int((net[0].weight == 0).sum() + (net[2].weight == 0).sum())
+        44
     """
 
     name = "snip"
@@ -89,6 +99,14 @@ class IterSNIP(PruningMethod):
     The derivative is taken with respect to the raw weight θ, so the mask is in the chain
     rule and pruned entries score exactly 0. Default: 100 rounds, exponential schedule
     (the same schedule length as SynFlow, which this iterative variant is usually compared with).
+
+    Examples:
+        >>> import torch_prune_ext as tpe
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        >>> report = tpe.global_prune(net, IterSNIP, 0.9, (x, y), rounds=5, progress=False)
+        >>> report.layers.numel - report.layers.kept == round(0.9 * 88)
+        True
     """
 
     name = "iter_snip"
@@ -127,6 +145,14 @@ class GraSP(PruningMethod):
     score = Hg ⊙ θ, with L computed on logits / temperature and the same batches for g and
     Hg. The lowest scores are pruned (the paper's S = -θ ⊙ Hg with the highest removed).
     Never pass these scores through anything that takes absolute values.
+
+    Examples:
+        >>> import torch_prune_ext as tpe
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        >>> x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        >>> scores = tpe.compute_scores(net, GraSP, (x, y))
+        >>> bool((scores["0.weight"] < 0).any())  # signed: the lowest (most negative) go first
+        True
     """
 
     name = "grasp"
