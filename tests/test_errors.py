@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from builders import bn_model
 from torch import nn
 from torch.nn.utils import prune
 
@@ -33,18 +34,7 @@ from torch_prune_ext import (
 N_TOTAL = 3 * 2 * 3 * 3 + 5 * 12 + 3 * 5  # prunable entries of make_model(): 54 + 60 + 15 = 129
 
 
-def make_model(prepruned: bool) -> nn.Sequential:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 5),
-                          nn.ReLU(), nn.Linear(5, 3))
-    with torch.no_grad():  # non-default BN statistics, so that a reset would be seen
-        model[1].running_mean.uniform_(-1, 1)
-        model[1].running_var.uniform_(0.5, 2)
-        model[1].num_batches_tracked.fill_(3)
-    if prepruned:
-        prune.random_unstructured(model[0], "weight", amount=0.5)
-        prune.l1_unstructured(model[4], "weight", amount=0.25)
-    return model
+make_model = bn_model
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:

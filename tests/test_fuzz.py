@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from builders import bn_model
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -49,19 +50,7 @@ INPUT_SHAPE = (2, 4, 4)
 N_TOTAL = 3 * 2 * 3 * 3 + 5 * 12 + 3 * 5  # 129 prunable entries
 
 
-def make_model(prepruned: bool) -> nn.Sequential:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 5),
-                              nn.ReLU(), nn.Linear(5, 3))
-        with torch.no_grad():
-            model[1].running_mean.uniform_(-1, 1)
-            model[1].running_var.uniform_(0.5, 2)
-            model[1].num_batches_tracked.fill_(3)
-        if prepruned:
-            prune.random_unstructured(model[0], "weight", amount=0.5)
-            prune.l1_unstructured(model[4], "weight", amount=0.25)
-    return model
+make_model = bn_model
 
 
 def make_batch() -> tuple[torch.Tensor, torch.Tensor]:
