@@ -194,6 +194,29 @@ def resolve_targets(
     return resolved
 
 
+def final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The last ``nn.Linear`` of ``model`` in ``named_modules()`` order: the classifier.
+
+    Raises:
+        TargetError: the model has no ``Linear`` module (pass ``feature_layer=``).
+
+    Examples:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        >>> final_linear(net)[0]
+        '2'
+    """
+    found: tuple[str, nn.Linear] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            found = (name, module)
+    if found is None:
+        raise TargetError(
+            f"{type(model).__name__} has no nn.Linear classifier. Name the layer explicitly "
+            "(feature_layer= for LNPT, head= for IUNET)."
+        )
+    return found
+
+
 def canonical_order(targets: Sequence[Target]) -> list[int]:
     """Indices that sort ``targets`` into the model's own order (ties break the same way for any list order)."""
     return sorted(range(len(targets)), key=lambda i: targets[i].sort_key)

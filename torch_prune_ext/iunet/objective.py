@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.targets import final_linear
 from ..errors import InvalidOptionError, TargetError
 
 __all__ = ["ProjectionHead", "encode", "find_head", "invariance_loss", "nt_xent"]
@@ -80,14 +81,9 @@ def find_head(model: nn.Module, head: str | nn.Module | None = None) -> tuple[st
         >>> find_head(net)[0]
         '2'
     """
-    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if head is None:
-        if not linears:
-            raise TargetError(
-                f"{type(model).__name__} has no nn.Linear; IUNET needs a final linear classifier "
-                "(pass head='name' naming it)."
-            )
-        return linears[-1]
+        return final_linear(model)
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     for name, m in linears:
         if (isinstance(head, str) and name == head) or m is head:
             return name, m

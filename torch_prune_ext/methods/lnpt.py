@@ -32,14 +32,13 @@ from torch import nn
 
 from ..core.functional import eval_mode, preserved_state
 from ..core.scoring import PruningOptions, ScoringProblem
-from ..core.targets import prunable_parameters
+from ..core.targets import final_linear, prunable_parameters
 from ..errors import InvalidOptionError, MissingDataError, TargetError
 from ..training.distill import (
     Distance,
     FeatureLayer,
     capture_features,
     check_feature_shapes,
-    final_linear,
     kd_loss,
     resolve_distance,
     teacher_outputs,

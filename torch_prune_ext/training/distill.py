@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 
 from ..core.checkpoint import zero_pruned_entries_
 from ..core.functional import eval_mode
-from ..errors import InvalidOptionError, MissingDataError, MissingDependencyError, TargetError
+from ..core.targets import final_linear
+from ..errors import (
+    InvalidOptionError,
+    MissingDataError,
+    MissingDependencyError,
+    TargetError,
+)
 
 logger = logging.getLogger("torch_prune_ext")
 
@@ -125,29 +131,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 
 # --------------------------------------------------------------------------- features
-def final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The last ``nn.Linear`` of ``model`` in ``named_modules()`` order: the classifier.
-
-    Raises:
-        TargetError: the model has no ``Linear`` module (pass ``feature_layer=``).
-
-    Examples:
-        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
-        >>> final_linear(net)[0]
-        '2'
-    """
-    found: tuple[str, nn.Linear] | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            found = (name, module)
-    if found is None:
-        raise TargetError(
-            f"{type(model).__name__} has no nn.Linear classifier whose input could serve as the penultimate "
-            "features. Pass feature_layer=<submodule name> or a callable fn(model) -> module."
-        )
-    return found
-
-
 def _feature_module(model: nn.Module, layer: FeatureLayer) -> tuple[nn.Module, bool]:
     """The module to hook and whether its input (True) or its output (False) is φ."""
     if layer is None:
