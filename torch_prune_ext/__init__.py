@@ -22,6 +22,7 @@ from .core.targets import prunable_parameters
 from .errors import (
     BatchShapeError,
     CheckpointError,
+    DistributedMismatchError,
     InvalidAmountError,
     InvalidOptionError,
     LayerCollapseError,
@@ -45,6 +46,7 @@ __all__ = [
     "BatchShapeError",
     "CheckpointError",
     "DistillationTrainer",
+    "DistributedMismatchError",
     "GraSP",
     "InvalidAmountError",
     "InvalidOptionError",

@@ -14,7 +14,7 @@ from torch import nn
 
 from .core.checkpoint import apply_masks
 from .core.report import PruneReport, check_collapse
-from .core.scoring import RoundCallback, RoundState, score_once
+from .core.scoring import RoundCallback, RoundState, check_same_on_ranks, score_once
 from .errors import InvalidAmountError
 from .methods import PruningMethod, resolve_method
 
@@ -56,6 +56,7 @@ def compute_scores(
     common, config = cls.parse_options(options)
     problem = cls.prepare(model, data, targets, common, config)
     scores = score_once(problem, lambda p: cls.score(p, config), cls.name)
+    check_same_on_ranks(problem, scores, "the scores")
     return {t.name: s for t, s in zip(problem.targets, scores)}
 
 

@@ -59,3 +59,10 @@ class UnsupportedLayerError(PruningError, TypeError):
 
 class MissingDependencyError(PruningError, ImportError):
     """An optional dependency (matplotlib, scikit-learn, ...) is not installed; the message names the extra."""
+
+
+class DistributedMismatchError(PruningError, RuntimeError):
+    """Under distributed scoring, the ranks disagree (weights, seeds, data or the final masks).
+
+    Raised on every rank at once, before the model is changed.
+    """

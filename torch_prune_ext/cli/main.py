@@ -6,13 +6,16 @@ Examples::
     torch-prune-ext prune --model lenet_300_100 --method snip --sparsity 0.98
     torch-prune-ext report pruned-resnet20-synflow-0.9.pt
     torch-prune-ext methods
+    torchrun --nproc_per_node=2 -m torch_prune_ext prune --distributed   # scoring shared by 2 processes
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import math
 import os
 import statistics
 import sys
@@ -121,17 +124,51 @@ class PartialCheckpoint:
         return RoundState.from_dict(saved["state"])
 
 
+@contextlib.contextmanager
+def _process_group(args: argparse.Namespace):  # noqa: ANN202
+    """With ``--distributed``: join the ``torchrun`` job (gloo on CPU, NCCL on CUDA) for the run; else nothing.
+
+    Yields ``(rank, world_size)``.
+    """
+    if not args.distributed:
+        yield 0, 1
+        return
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise PruningError("--distributed runs under torchrun, which sets RANK and WORLD_SIZE: "
+                           "torchrun --nproc_per_node=N -m torch_prune_ext prune --distributed ...")
+    import torch.distributed as dist
+
+    cuda = torch.device(args.device).type == "cuda"
+    if cuda:
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(args.device)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield dist.get_rank(), dist.get_world_size()
+    finally:
+        dist.destroy_process_group()
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
+    with _process_group(args) as (rank, world_size):
+        return _prune(args, rank, world_size)
+
+
+def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
+    say = print if rank == 0 else (lambda *_: None)
     args.data = args.data or DEFAULT_DATASET.get(args.model, "cifar10")
     num_classes = args.num_classes or DATASET_CLASSES.get(args.data, 10)
     torch.manual_seed(args.seed)
     model = get_model(args.model, num_classes=num_classes).to(args.device)
     data, input_shape = _pruning_data(args, num_classes)
     x, y = data
-    batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size]) for i in range(0, len(x), args.batch_size)]
+    batch_size = min(args.batch_size, math.ceil(len(x) / world_size))  # every rank gets a batch
+    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     n_weights = sum(getattr(module, name).numel() for module, name in prunable_parameters(model))
-    print(f"torch-prune-ext {__version__}: {args.method} on {args.model} ({n_weights:,} prunable weights), "
-          f"{args.data} pruning set of {len(x)} examples, sparsity {args.sparsity}")
+    if world_size > 1:
+        say(f"distributed: {world_size} processes, {len(batches)} pruning batches of up to {batch_size}")
+    say(f"torch-prune-ext {__version__}: {args.method} on {args.model} ({n_weights:,} prunable weights), "
+        f"{args.data} pruning set of {len(x)} examples, sparsity {args.sparsity}")
     output = None if args.output == "-" else Path(
         args.output or f"pruned-{args.model}-{args.method}-{args.sparsity:g}.pt")
     key = {name: getattr(args, name) for name in RUN_KEYS}
@@ -139,16 +176,20 @@ def cmd_prune(args: argparse.Namespace) -> int:
     partial = PartialCheckpoint(output.with_name(output.name + ".partial"), key) if output else None
     resume = partial.load() if (partial is not None and args.resume) else None
     if args.resume and resume is None:
-        print("no interrupted run to resume: starting afresh")
+        say("no interrupted run to resume: starting afresh")
     elif resume is not None:
-        print(f"resuming after round {resume.completed}")
+        say(f"resuming after round {resume.completed}")
+    distributed = {"distributed": True, "shard_data": True} if args.distributed else {}
     start = time.perf_counter()
     report = global_prune(
         model, args.method, args.sparsity, batches, rounds=args.rounds, schedule=args.schedule,
         seed=args.seed, input_shape=input_shape, on_collapse=args.on_collapse, progress=args.progress,
-        granularity=args.granularity, block_size=tuple(args.block_size), on_round=partial, resume=resume,
+        granularity=args.granularity, block_size=tuple(args.block_size), on_round=partial if rank == 0 else None,
+        resume=resume, **distributed,
     )
     elapsed = time.perf_counter() - start
+    if rank != 0:
+        return 0
     print(report.layers)
     seconds = report.round_seconds
     print(f"\n{report.rounds} round(s), {report.schedule} schedule: {elapsed:.2f} s in all, "
@@ -241,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=_positive_int, nargs=2, default=(32, 32), metavar=("B_N", "B_K"),
                    help="tile of the block granularities (default 32 32)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="share the scoring among the processes of a torchrun job (rank 0 prints and saves)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from OUTPUT.partial (saved after every round)")
     p.add_argument("-o", "--output", default=None,

@@ -9,6 +9,9 @@ batches. A one-shot iterator
 (a generator) is read once and its batches kept, so that every round sees them; a
 ``DataLoader`` is iterated afresh each round (with ``shuffle=True`` the rounds see
 different orders; the global RNG is restored afterwards).
+
+Under distributed scoring with ``shard_data=True`` (:mod:`torch_prune_ext.core.distributed`)
+every rank passes the same batches and reads every ``W``-th one, from its rank on.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class PruningData:
         data: ``None``, one batch, or an iterable of batches (see the module docstring).
         device: where the model's targets live.
         dtype: the floating dtype of the model; floating inputs are cast to it.
+        shard: ``(rank, world_size)``: iterate only batches ``rank, rank + world_size, ...``
+            (``None``: every batch).
 
     Examples:
         >>> data = PruningData((torch.zeros(4, 3), torch.tensor([0, 1, 0, 1])), torch.device("cpu"), torch.float32)
@@ -60,7 +65,8 @@ class PruningData:
         [((4, 3), [0, 1, 0, 1])]
     """
 
-    def __init__(self, data: Any, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, data: Any, device: torch.device, dtype: torch.dtype,
+                 shard: tuple[int, int] | None = None) -> None:
         if data is not None and not _is_single_batch(data) and not isinstance(data, Iterable):
             raise MissingDataError(
                 f"data must be a tensor, an (x, y) batch or an iterable of batches (a DataLoader), "
@@ -73,6 +79,7 @@ class PruningData:
         self._data = data
         self.device = device
         self.dtype = dtype
+        self.shard = shard
 
     @property
     def given(self) -> bool:
@@ -90,10 +97,26 @@ class PruningData:
         if self._data is None:
             raise MissingDataError("This method needs pruning data: pass data=<batch or DataLoader>.")
         count = 0
-        for count, batch in enumerate(self._data, start=1):
-            yield self._prepare(batch, count - 1)
+        for index, batch in self._raw_batches(local=True):
+            count += 1
+            yield self._prepare(batch, index)
         if count == 0:
-            raise MissingDataError("The pruning data is empty: it yielded no batch.")
+            where = f" for rank {self.shard[0]} of {self.shard[1]}" if self.shard is not None else ""
+            raise MissingDataError(f"The pruning data is empty{where}: it yielded no batch.")
+
+    def _raw_batches(self, local: bool) -> Iterator[tuple[int, Any]]:
+        for index, batch in enumerate(self._data):
+            if not local or self.shard is None or index % self.shard[1] == self.shard[0]:
+                yield index, batch
+
+    def batch_shapes(self, local: bool = True) -> list[tuple[int, ...]]:
+        """The shape of every input batch ``x`` (this rank's, or with ``local=False`` all of them).
+
+        Reads the batches without moving them to the model's device.
+        """
+        if self._data is None:
+            return []
+        return [tuple(_split(batch, index)[0].shape) for index, batch in self._raw_batches(local)]
 
     def labelled(self, method: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Iterate ``(x, y)`` batches, raising a clear error for a batch without labels."""

@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 
 from ..errors import InvalidOptionError, MissingDataError, NonFiniteScoreError
 from .batches import PruningData
-from .functional import FunctionalModel, preserved_state
 from .blocks import GRANULARITIES, check_block_size
+from .distributed import ScoringGroup, resolve_group, tensor_digest
+from .functional import FunctionalModel, preserved_state
 from .ranking import rank_and_mask
 from .schedules import SCHEDULES
 from .targets import Target
@@ -53,6 +54,14 @@ class PruningOptions:
         block_size: ``(b_n, b_k)`` tile for the block granularities (default 32 x 32).
         block_density: for ``"hybrid"``, the density of kept blocks before element pruning
             inside them (default: the square root of each round's density).
+        distributed: score across the processes of the initialised ``torch.distributed``
+            job (every rank calls with the same model and seed; each scores its share of the
+            data and draws; every rank gets the same masks); see
+            :mod:`torch_prune_ext.core.distributed`.
+        process_group: the process group for ``distributed=True`` (default: the world).
+        shard_data: with ``distributed=True``: every rank passes the same batches and reads
+            every ``world_size``-th one (default ``False``: each rank passes its own shard,
+            e.g. a ``DataLoader`` with a ``DistributedSampler``).
 
     Examples:
         >>> PruningOptions(rounds=10, seed=3).make_generator().initial_seed()
@@ -69,10 +78,14 @@ class PruningOptions:
     granularity: str = "element"
     block_size: tuple[int, int] = (32, 32)
     block_density: float | None = None
+    distributed: bool = False
+    process_group: Any = None
+    shard_data: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.progress, bool):
-            raise InvalidOptionError(f"progress must be True or False, got {self.progress!r}.")
+        for flag in ("progress", "distributed", "shard_data"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidOptionError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
         if self.granularity not in GRANULARITIES:
             raise InvalidOptionError(
                 f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}."
@@ -116,6 +129,10 @@ class PruningOptions:
             return self.generator
         return torch.Generator().manual_seed(0 if self.seed is None else self.seed)
 
+    def scoring_group(self) -> ScoringGroup | None:
+        """The processes scoring together (``None`` unless ``distributed=True``)."""
+        return resolve_group(self.distributed, self.process_group, self.shard_data)
+
 
 @dataclass
 class ScoringProblem:
@@ -128,6 +145,9 @@ class ScoringProblem:
         data: the pruning data (may hold no data for data-free methods).
         generator: the method's random generator.
         input_shape: shape of one example when known (from ``input_shape=`` or the data).
+        group: the processes scoring together under ``distributed=True``, else ``None``.
+            A method that sums over batches or draws calls :meth:`all_reduce_` on its sums
+            before anything nonlinear, and evaluates only the draws it :meth:`owns`.
     """
 
     model: nn.Module
@@ -136,6 +156,7 @@ class ScoringProblem:
     data: PruningData
     generator: torch.Generator
     input_shape: tuple[int, ...] | None = None
+    group: ScoringGroup | None = None
     #: Facts a method derives once per pruning call and reuses every round (e.g. batch shapes).
     memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _weights: list[torch.Tensor] = field(default_factory=list, repr=False)
@@ -174,6 +195,48 @@ class ScoringProblem:
         if self.input_shape is None and self.data.given:
             self.input_shape = self.data.first_input_shape()
         return self.input_shape
+
+    def all_reduce_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Sum per-rank partial sums over the ranks, in place (nothing to do in one process)."""
+        if self.group is not None:
+            self.group.all_reduce_(tensors)
+
+    def owns(self, index: int) -> bool:
+        """Whether this process evaluates draw ``index`` of a round (always, in one process)."""
+        return self.group is None or self.group.owns(index)
+
+    def all_batch_shapes(self) -> list[tuple[int, ...]]:
+        """The input shape of every pruning batch of every rank, in rank order (what one process would see)."""
+        if self.group is None or self.group.shard_data:
+            return self.data.batch_shapes(local=False)
+        return [shape for shapes in self.group.all_gather(self.data.batch_shapes()) for shape in shapes]
+
+    def check_ranks_agree(self, method: str, needs_batches: bool) -> None:
+        """Under distributed scoring: every rank holds the same weights, masks and generator state,
+        and (``needs_batches``) at least one pruning batch; else raise on every rank.
+
+        Raises:
+            DistributedMismatchError: the ranks differ.
+            MissingDataError: some rank has no pruning batch.
+        """
+        if self.group is None:
+            return
+        self.group.check_agree(tensor_digest(self.weights()), "the target weights",
+                               "Initialise the model with the same seed on every rank, or broadcast rank 0's state "
+                               "(e.g. with DistributedDataParallel) before pruning.")
+        self.group.check_agree(tensor_digest(self.masks), "the current masks",
+                               "Prune the same model on every rank.")
+        self.group.check_agree(tensor_digest([self.generator.get_state()]), "the random generator",
+                               "Pass the same seed= (or an equally seeded generator=) on every rank.")
+        if needs_batches:
+            counts = self.group.all_gather(len(self.data.batch_shapes()))
+            empty = [rank for rank, count in enumerate(counts) if count == 0]
+            if empty:
+                raise MissingDataError(
+                    f"{method}: rank(s) {', '.join(map(str, empty))} of {self.group.world_size} have no pruning "
+                    f"batch (batches per rank: {counts}). Give every rank at least one batch (fewer ranks, or "
+                    "smaller batches)."
+                )
 
     def randn(self, shape: Sequence[int], dtype: torch.dtype | None = None) -> torch.Tensor:
         """Standard normal samples from the method's generator, on the model's device."""
@@ -259,6 +322,16 @@ class RoundState:
 RoundCallback = Callable[[RoundState], None]
 
 
+def check_same_on_ranks(problem: ScoringProblem, tensors: Sequence[torch.Tensor], what: str) -> None:
+    """Under distributed scoring: raise on every rank unless ``tensors`` (scores, masks) agree bitwise."""
+    if problem.group is not None:
+        problem.group.check_agree(
+            tensor_digest(tensors), what,
+            "A method that reads data or random draws must sum its per-rank parts with "
+            "ScoringProblem.all_reduce_ before anything nonlinear (see torch_prune_ext.core.distributed).",
+        )
+
+
 def resume_problem(problem: ScoringProblem, state: RoundState, rounds: int) -> None:
     """Put ``problem`` where ``state`` left it: masks and generator (checked against the targets).
 
@@ -318,7 +391,8 @@ def run_schedule(
     already = sum(int((m == 0).sum()) for m in masks)
     seconds: list[float] = list(resume.round_seconds) if resume is not None else []
     first = resume.completed if resume is not None else 0
-    bar = tqdm(counts, desc=f"{method} rounds", unit="round", disable=not progress or len(counts) < 2,
+    quiet = problem.group is not None and problem.group.rank != 0
+    bar = tqdm(counts, desc=f"{method} rounds", unit="round", disable=not progress or len(counts) < 2 or quiet,
                leave=False, initial=first)
     for round_index, n_pruned in enumerate(counts[first:], start=first + 1):
         start = time.perf_counter()
@@ -334,4 +408,5 @@ def run_schedule(
             on_round(RoundState(round_index, {t.name: m.clone() for t, m in zip(problem.targets, masks)},
                                 problem.generator.get_state(), list(seconds)))
     bar.close()
+    check_same_on_ranks(problem, masks, "the final masks")
     return masks, seconds

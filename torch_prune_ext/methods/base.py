@@ -215,7 +215,9 @@ class PruningMethod(prune.BasePruningMethod):
         if targets is None:
             targets = cls.default_targets(model, config)
         resolved: list[Target] = resolve_targets(model, targets)
-        pruning_data = PruningData(data, resolved[0].raw.device, resolved[0].raw.dtype)
+        group = options.scoring_group()
+        shard = (group.rank, group.world_size) if group is not None and group.shard_data else None
+        pruning_data = PruningData(data, resolved[0].raw.device, resolved[0].raw.dtype, shard)
         if (cls.needs_data or cls.needs_labels) and not pruning_data.given:
             what = "labelled data (batches of (x, y))" if cls.needs_labels else "data"
             raise MissingDataError(f"{cls.name} needs {what}: pass data=<batch or DataLoader>.")
@@ -223,14 +225,17 @@ class PruningMethod(prune.BasePruningMethod):
             raise MissingDataError(
                 f"{cls.name} needs the shape of one input: pass input_shape=(C, H, W) or data=."
             )
-        return ScoringProblem(
+        problem = ScoringProblem(
             model=model,
             targets=resolved,
             masks=[t.current_mask() for t in resolved],
             data=pruning_data,
             generator=options.make_generator(),
             input_shape=options.input_shape,
+            group=group,
         )
+        problem.check_ranks_agree(cls.name, needs_batches=cls.needs_data or cls.needs_labels)
+        return problem
 
     @classmethod
     def prune_problem(

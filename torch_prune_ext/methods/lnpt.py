@@ -245,7 +245,9 @@ class LNPT(PruningMethod):
                         if g is not None:
                             totals[i].add_(g)
                 n_batches += 1
-        return [(w.detach() * g / n_batches).abs() for w, g in zip(weights, totals)]
+        count = torch.tensor([float(n_batches)], dtype=totals[0].dtype, device=totals[0].device)
+        problem.all_reduce_([*totals, count])
+        return [(w.detach() * g / count).abs() for w, g in zip(weights, totals)]
 
 
 __all__ = ["LNPT", "LNPTConfig", "lnpt_targets"]

@@ -72,6 +72,11 @@ the model's dtype and the generator's device; (2) ``z = randn(s)``; (3) ``Delta_
 randn(shape of target i)`` for every target in target order. All from the method's
 generator, in the MODEL's dtype (so ``dtype=torch.float64`` on a float32 model computes the
 same draws exactly), then moved to the model's device and cast to the compute dtype.
+
+Under distributed scoring (``distributed=True``) the pruning batch shapes are those of every
+rank's data in rank order, every rank makes every draw (so the generators stay in step) and
+evaluates draw ``i`` when ``i % world_size`` is its rank; the per-rank sums are all-reduced
+before the absolute value, so the scores are those of one process on all the data.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ from torch.overrides import TorchFunctionMode
 from ..core.functional import FunctionalModel, preserved_state
 from ..core.scoring import ScoringProblem
 from ..core.targets import DEFAULT_TYPES
-from ..errors import BatchShapeError, InvalidOptionError
+from ..errors import BatchShapeError, InvalidOptionError, MissingDataError
 from .base import PruningMethod
 
 __all__ = [
@@ -250,15 +255,18 @@ def pruning_batch_shapes(problem: ScoringProblem, config: NTKSAPConfig) -> list[
     """The shape of every pruning batch: the data's batches, else ``(batch_size, *input_shape)``.
 
     The data is iterated once per pruning call (the shapes are remembered for its later rounds);
-    its values are never used.
+    its values are never used. Under distributed scoring: every rank's batches, in rank order.
 
     Raises:
         BatchShapeError: ``input_shape=`` and the data disagree.
+        MissingDataError: the data holds no batch.
     """
     if problem.data.given:
         shapes = problem.memo.get("batch_shapes")
         if shapes is None:  # read once per pruning call, not once per round
-            shapes = [tuple(x.shape) for x, _ in problem.data]
+            shapes = problem.all_batch_shapes()
+            if not shapes:
+                raise MissingDataError("ntksap: the pruning data is empty: it yielded no batch.")
             problem.memo["batch_shapes"] = shapes
         if problem.input_shape is not None:
             bad = [s for s in shapes if tuple(s[1:]) != tuple(problem.input_shape)]
@@ -508,7 +516,8 @@ def ntksap_scores(problem: ScoringProblem, config: NTKSAPConfig,
     Args:
         problem: the scoring problem; its generator is used for the draws.
         config: the method's config.
-        draws: the draws to use instead of drawing them (e.g. those of :func:`draw_samples`).
+        draws: the draws to use instead of drawing them (e.g. those of :func:`draw_samples`);
+            under distributed scoring, all of them (each rank evaluates its share).
 
     Returns:
         One score tensor per target (compute dtype, contiguous), zero where the mask is zero.
@@ -517,38 +526,48 @@ def ntksap_scores(problem: ScoringProblem, config: NTKSAPConfig,
     dtype = objective.dtype
     masks = [m.detach().to(dtype) for m in problem.masks]
     total = [torch.zeros(m.shape, dtype=dtype, device=m.device) for m in masks]
-    source = iter(draws) if draws is not None else iter_draws(problem, config)
+    every_draw = iter(draws) if draws is not None else iter_draws(problem, config)
+    source = (draw for index, draw in enumerate(every_draw) if problem.owns(index))
     with preserved_state(problem.model):
         problem.model.eval()
         first = next(source, None)
-        if first is None:
+        if first is None and problem.group is None:
             raise InvalidOptionError("ntksap: there is no draw to score (no pruning batch).")
-        vectorize = config.vectorize if config.vectorize is not None else problem.device.type != "cpu"
-        fmt = not vectorize and _use_channels_last(config, problem.device, dtype, first.z.dim())
-        masks = [_to_format(m, fmt) for m in masks]
-
-        def prepared(stream: Iterator[Draw]) -> Iterator[Draw]:
-            for draw in stream:
-                yield Draw([_to_format(t, fmt) for t in draw.theta], _to_format(draw.z, fmt),
-                           [_to_format(d, fmt) for d in draw.delta])
-
-        stream = prepared(_prepend(first, source))
-        if vectorize:
-            per_draw = vmap(grad(objective), in_dims=(None, 0, 0, 0))
-            for chunk in _chunks(stream, config.chunk_size):
-                theta = [torch.stack([d.theta[i] for d in chunk]) for i in range(len(chunk[0].theta))]
-                z = torch.stack([d.z for d in chunk])
-                delta = [torch.stack([d.delta[i] for d in chunk]) for i in range(len(chunk[0].delta))]
-                grads = per_draw(masks, theta, z, delta)
-                for acc, g in zip(total, grads):
-                    acc.add_(g.sum(0))
-        else:
-            leaves = [m.clone().requires_grad_(True) for m in masks]
-            for draw in stream:
-                value = objective(leaves, draw.theta, draw.z, draw.delta)
-                for acc, g in zip(total, torch.autograd.grad(value, leaves)):
-                    acc.add_(g)
+        if first is not None:
+            _accumulate(objective, problem, config, masks, total, _prepend(first, source))
+    problem.all_reduce_(total)
     return [(acc.abs() * (m != 0)).contiguous() for acc, m in zip(total, masks)]
+
+
+def _accumulate(objective: NTKSAPObjective, problem: ScoringProblem, config: NTKSAPConfig,
+                masks: list[torch.Tensor], total: list[torch.Tensor], draws: Iterator[Draw]) -> None:
+    """Add ``dJ/dm`` of every draw to ``total``: by ``vmap`` over chunks of draws, or one at a time."""
+    first = next(draws)
+    vectorize = config.vectorize if config.vectorize is not None else problem.device.type != "cpu"
+    fmt = not vectorize and _use_channels_last(config, problem.device, objective.dtype, first.z.dim())
+    masks = [_to_format(m, fmt) for m in masks]
+
+    def prepared(stream: Iterator[Draw]) -> Iterator[Draw]:
+        for draw in stream:
+            yield Draw([_to_format(t, fmt) for t in draw.theta], _to_format(draw.z, fmt),
+                       [_to_format(d, fmt) for d in draw.delta])
+
+    stream = prepared(_prepend(first, draws))
+    if vectorize:
+        per_draw = vmap(grad(objective), in_dims=(None, 0, 0, 0))
+        for chunk in _chunks(stream, config.chunk_size):
+            theta = [torch.stack([d.theta[i] for d in chunk]) for i in range(len(chunk[0].theta))]
+            z = torch.stack([d.z for d in chunk])
+            delta = [torch.stack([d.delta[i] for d in chunk]) for i in range(len(chunk[0].delta))]
+            grads = per_draw(masks, theta, z, delta)
+            for acc, g in zip(total, grads):
+                acc.add_(g.sum(0))
+    else:
+        leaves = [m.clone().requires_grad_(True) for m in masks]
+        for draw in stream:
+            value = objective(leaves, draw.theta, draw.z, draw.delta)
+            for acc, g in zip(total, torch.autograd.grad(value, leaves)):
+                acc.add_(g)
 
 
 def _prepend(first: Draw, rest: Iterator[Draw]) -> Iterator[Draw]:

@@ -510,6 +510,7 @@ def _theory_scores(problem: ScoringProblem, config: PXConfig) -> list[torch.Tens
             total = part if total is None else total + part
     if total is None:
         raise MissingDataError("px: the pruning data yielded no batch; pass at least one batch of inputs.")
+    problem.all_reduce_([total])
     _finite(total, "the path activation sum c (view J)", dtype)
     leaves = [torch.zeros_like(m) if b else w.detach().to(dtype).square().requires_grad_(True)
               for w, m, b in zip(problem.weights(), masks, is_bias)]
@@ -559,6 +560,7 @@ def _reference_scores(problem: ScoringProblem, config: PXConfig) -> list[torch.T
             for acc, g in zip(total, grads):
                 if g is not None:
                     acc.add_(g)
+    problem.all_reduce_(total)
     return [(g.abs() * w.square() * m).contiguous() for g, w, m in zip(total, weights, masks)]
 
 

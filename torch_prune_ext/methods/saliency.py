@@ -49,7 +49,7 @@ class SaliencyConfig:
 
 def _summed_gradients(problem: ScoringProblem, config: SaliencyConfig, method: str,
                       wrt: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Σ_b ∂L_b/∂(masks or weights), and the leaves it was taken at."""
+    """Σ_b ∂L_b/∂(masks or weights) over every rank's batches, and the leaves it was taken at."""
     fm = problem.functional()
     set_mode(problem.model, config.mode)
     weights = [w.clone().requires_grad_(wrt == "weights") for w in problem.weights()]
@@ -60,6 +60,7 @@ def _summed_gradients(problem: ScoringProblem, config: SaliencyConfig, method: s
         loss = config.loss_fn(fm(x, weights, masks), y)
         for acc, grad in zip(total, torch.autograd.grad(loss, leaves)):
             acc.add_(grad)
+    problem.all_reduce_(total)
     return total, [leaf.detach() for leaf in leaves]
 
 
@@ -176,10 +177,12 @@ class GraSP(PruningMethod):
         for x, y in batches:
             for acc, grad in zip(g, torch.autograd.grad(loss(x, y), weights)):
                 acc.add_(grad)
+        problem.all_reduce_(g)
         hg = [torch.zeros_like(w) for w in weights]
         for x, y in batches:
             grads = torch.autograd.grad(loss(x, y), weights, create_graph=True)
             inner = sum((gi * di).sum() for gi, di in zip(g, grads))
             for acc, grad in zip(hg, torch.autograd.grad(inner, weights)):
                 acc.add_(grad)
+        problem.all_reduce_(hg)
         return [h * w.detach() for h, w in zip(hg, weights)]
