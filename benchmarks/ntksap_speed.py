@@ -52,7 +52,8 @@ from torch_prune_ext.core.scoring import PruningOptions  # noqa: E402
 from torch_prune_ext.methods.ntksap import NTKSAP, NTKSAPConfig, iter_draws  # noqa: E402
 from torch_prune_ext.models import resnet20, vgg16_bn  # noqa: E402
 
-from _memory import reset_peak, status_bytes  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _memory import reset_peak, status_bytes  # noqa: E402
 
 CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -175,16 +176,6 @@ def launch(job: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ orchestration
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def forward_gflop(model_name: str, batch: int) -> float:
     """GFLOP of one forward pass (convolutions and matrix products, counted by FlopCounterMode)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -372,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# NTK-SAP speed: library vs the slow per-draw way", "",
         f"- command: `{command}`",
-        f"- device: CPU, {_cpu_name()}, {os.cpu_count()} cores; "
+        f"- device: CPU, {cpu_name()}, {os.cpu_count()} cores; "
         f"torch threads: {args.threads}",
         f"- torch {torch.__version__}, Python {platform.python_version()}, {platform.platform()}",
         f"- load average before/after (the machine is shared): {load_before[0]:.2f} / {load_after[0]:.2f}",

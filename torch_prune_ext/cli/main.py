@@ -1,4 +1,4 @@
-"""The ``torch-prune-ext`` command line: ``prune``, ``report``, ``methods``.
+"""The ``torch-prune-ext`` command line: ``prune``, ``report``, ``methods``, ``compare``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     torch-prune-ext prune --model lenet_300_100 --method snip --sparsity 0.98
     torch-prune-ext report pruned-resnet20-synflow-0.9.pt
     torch-prune-ext methods
+    torch-prune-ext compare --model lenet_300_100 --sparsities 0.9 0.98 --seeds 0 1 2   # accuracy table
     torchrun --nproc_per_node=2 -m torch_prune_ext prune --distributed   # scoring shared by 2 processes
 """
 
@@ -37,6 +38,7 @@ from ..core.targets import prunable_parameters
 from ..errors import PruningError
 from ..methods import METHODS, PruningMethod
 from ..models import MODELS, get_model, input_shape_of
+from .compare import add_compare_parser
 
 CHECKPOINT_FORMAT = "torch_prune_ext.checkpoint/1"
 
@@ -296,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("methods", help="the table of methods, their needs and defaults")
     m.set_defaults(func=cmd_methods)
+    add_compare_parser(sub)
     return parser
 
 

@@ -1,0 +1,114 @@
+"""Test accuracy after pruning at initialisation, every method on the same init and pruning split (CPU budget).
+
+Two presets of :func:`torch_prune_ext.evaluation.run_comparison`:
+
+* ``mnist-lenet``: LeNet-300-100 on all of MNIST, 90 / 98 / 99.5% sparsity, seeds 0-2,
+  10 epochs of SGD (lr 0.05, momentum 0.9, wd 1e-4, cosine), batch 128, 100-image pruning set.
+* ``cifar-resnet20``: ResNet-20 on a fixed 5000-image CIFAR-10 training subset (tested on a
+  fixed 2000-image test subset), 89.3 / 98.2% sparsity, seed 0, 8 epochs of SGD (peak lr 0.05,
+  momentum 0.9, wd 5e-4, one-cycle) with crop + flip, batch 64, 100-image pruning set. About
+  170 s per training run and ~4 min of pruning per sparsity on one thread: ~1 hour in all;
+  ``--time-limit 1800`` runs it in pieces.
+
+Usage::
+
+    python benchmarks/accuracy.py --preset mnist-lenet
+    python benchmarks/accuracy.py --preset cifar-resnet20 --time-limit 1800   # in pieces: rerun to continue
+
+Writes ``benchmarks/results/accuracy_<preset>.csv`` (one row per run, appended as runs finish;
+rerunning the same command skips the finished runs), ``accuracy_<preset>.md`` (mean ± std
+over seeds, with the command, machine and wall time), ``accuracy_<preset>.png`` (accuracy
+against density) and ``accuracy_<preset>_layers.png`` (per-layer densities at the highest
+sparsity). Methods not in ``torch_prune_ext.METHODS`` yet are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+from _machine import cpu_name  # benchmarks/ is on sys.path when run as a script
+
+from torch_prune_ext.evaluation import (
+    CompareConfig,
+    TrainRecipe,
+    format_text_summary,
+    run_comparison,
+    write_report,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+PRESETS: dict[str, CompareConfig] = {
+    "mnist-lenet": CompareConfig(
+        model="lenet_300_100", dataset="mnist", sparsities=(0.9, 0.98, 0.995), seeds=(0, 1, 2), per_class=10,
+        recipe=TrainRecipe(epochs=10, batch_size=128, lr=0.05, momentum=0.9, weight_decay=1e-4, schedule="cosine"),
+        threads=1,
+    ),
+    "cifar-resnet20": CompareConfig(
+        model="resnet20", dataset="cifar10", sparsities=(0.893, 0.982), seeds=(0,), per_class=10,
+        train_subset=5000, test_subset=2000,
+        recipe=TrainRecipe(epochs=8, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="onecycle",
+                           augment=True),
+        threads=1,
+    ),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    parser.add_argument("--methods", nargs="+", default=None, help="override the methods (default: every method)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
+    parser.add_argument("--threads", type=int, default=None, help="override the preset's torch threads (1)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="start no new run after this long (rerun the same command to continue)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    changes = {"progress": not args.no_progress}
+    if args.methods:
+        changes["methods"] = tuple(args.methods)
+    if args.seeds:
+        changes["seeds"] = tuple(args.seeds)
+    if args.threads:
+        changes["threads"] = args.threads
+    config = dataclasses.replace(PRESETS[args.preset], **changes)
+
+    stem = args.results_dir / f"accuracy_{args.preset}"
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    result = run_comparison(config, csv_path=stem.with_suffix(".csv"), time_limit_s=args.time_limit)
+    wall = time.perf_counter() - start
+    load_after = os.getloadavg()
+    header = [
+        f"command: `{' '.join(shlex.quote(a) for a in ['python', *sys.argv])}`",
+        f"torch {torch.__version__}, Python {platform.python_version()}, {platform.platform()}",
+        f"machine: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs); torch threads {config.threads}",
+        (f"load average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}; after: "
+         f"{'/'.join(f'{v:.2f}' for v in load_after)}"),
+        (f"wall time of this call: {wall:.0f} s ({result.new_rows} runs computed, "
+         f"{len(result.rows) - result.new_rows} read from the CSV)"),
+    ]
+    markdown = write_report(result, stem.with_suffix(".md"), accuracy_plot=stem.with_suffix(".png"),
+                            profile_plot=stem.with_name(stem.name + "_layers.png"), header_lines=header,
+                            plots=False if args.no_plots else None)
+    print(format_text_summary(result))
+    print(f"\nwall time {wall:.0f} s; {markdown}")
+    if result.pending_runs:
+        print(f"{result.pending_runs} run(s) left: rerun the same command to continue.")
+
+
+if __name__ == "__main__":
+    main()
