@@ -1,6 +1,6 @@
-"""Test accuracy after pruning at initialisation, every method on the same init and pruning split (CPU budget).
+"""Test accuracy after pruning at initialisation, every method on the same init and pruning split.
 
-Two presets of :func:`torch_prune_ext.evaluation.run_comparison`:
+Presets of :func:`torch_prune_ext.evaluation.run_comparison`, two CPU budget runs:
 
 * ``mnist-lenet``: LeNet-300-100 on all of MNIST, 90 / 98 / 99.5% sparsity, seeds 0-2,
   10 epochs of SGD (lr 0.05, momentum 0.9, wd 1e-4, cosine), batch 128, 100-image pruning set.
@@ -10,10 +10,19 @@ Two presets of :func:`torch_prune_ext.evaluation.run_comparison`:
   170 s per training run and ~4 min of pruning per sparsity on one thread: ~1 hour in all;
   ``--time-limit 1800`` runs it in pieces.
 
+and two GPU runs (prepared, not run yet: no GPU was available to this work), ResNet-20 on all
+of CIFAR-10, data preloaded on the GPU, augmentation on the GPU, channels_last + bf16
+autocast, 30 epochs of one-cycle SGD (peak lr 0.1, momentum 0.9, wd 5e-4, batch 128):
+
+* ``cifar-resnet20-gpu-grid``: the papers' grid (density 0.8^c, c = 2, 4, ..., 18: 36.0 ...
+  98.2%), seed 0;
+* ``cifar-resnet20-gpu-seeds``: 95.6 / 98.2%, seeds 0-2.
+
 Usage::
 
     python benchmarks/accuracy.py --preset mnist-lenet
     python benchmarks/accuracy.py --preset cifar-resnet20 --time-limit 1800   # in pieces: rerun to continue
+    python benchmarks/accuracy.py --preset cifar-resnet20-gpu-seeds --time-limit 540   # on a GPU machine
 
 Writes ``benchmarks/results/accuracy_<preset>.csv`` (one row per run, appended as runs finish;
 rerunning the same command skips the finished runs), ``accuracy_<preset>.md`` (mean ± std
@@ -47,6 +56,11 @@ from torch_prune_ext.evaluation import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+#: The sparsities of the NTK-SAP and PX papers' CIFAR-10 figures: density 0.8^c, c = 2, 4, ..., 18.
+PAPER_GRID = tuple(round(1 - 0.8**c, 3) for c in range(2, 19, 2))
+GPU_RECIPE = TrainRecipe(epochs=30, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="onecycle",
+                         augment=True, channels_last=True, precision="bf16")
+
 PRESETS: dict[str, CompareConfig] = {
     "mnist-lenet": CompareConfig(
         model="lenet_300_100", dataset="mnist", sparsities=(0.9, 0.98, 0.995), seeds=(0, 1, 2), per_class=10,
@@ -59,6 +73,14 @@ PRESETS: dict[str, CompareConfig] = {
         recipe=TrainRecipe(epochs=8, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="onecycle",
                            augment=True),
         threads=1,
+    ),
+    "cifar-resnet20-gpu-grid": CompareConfig(
+        model="resnet20", dataset="cifar10", sparsities=PAPER_GRID, seeds=(0,), per_class=10,
+        recipe=GPU_RECIPE, device="cuda",
+    ),
+    "cifar-resnet20-gpu-seeds": CompareConfig(
+        model="resnet20", dataset="cifar10", sparsities=(0.956, 0.982), seeds=(0, 1, 2), per_class=10,
+        recipe=GPU_RECIPE, device="cuda",
     ),
 }
 
@@ -96,6 +118,8 @@ def main() -> None:
         f"command: `{' '.join(shlex.quote(a) for a in ['python', *sys.argv])}`",
         f"torch {torch.__version__}, Python {platform.python_version()}, {platform.platform()}",
         f"machine: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs); torch threads {config.threads}",
+        f"device: {config.device}" + (f" ({torch.cuda.get_device_name(config.device)}, CUDA {torch.version.cuda})"
+                                      if torch.device(config.device).type == "cuda" else ""),
         (f"load average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}; after: "
          f"{'/'.join(f'{v:.2f}' for v in load_after)}"),
         (f"wall time of this call: {wall:.0f} s ({result.new_rows} runs computed, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -244,6 +245,49 @@ def test_augmentation_runs_on_images_and_is_seeded():
     assert torch.equal(*weights)
 
 
+def test_channels_last_bf16_training_keeps_masks_and_repeats():
+    """The GPU recipe's options, on the CPU: bf16 autocast and channels_last train a pruned conv net
+    with float32 weights, exact zeros where pruned, and the same weights from the same seed."""
+    images = synthetic_classification_data((3, 8, 8), num_classes=2, train_size=32, test_size=8)
+    recipe = TrainRecipe(epochs=2, batch_size=8, lr=0.05, augment=True, channels_last=True, precision="bf16")
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                  torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
+        tpe.global_prune(net, "magnitude", 0.7, input_shape=(3, 8, 8))
+        result = train_model(net, images.train_x, images.train_y, recipe, seed=1, mean=(0.5,) * 3, std=(0.25,) * 3)
+        assert all(math.isfinite(loss) for loss in result.epoch_losses)
+        conv = net[0]
+        assert conv.weight_orig.dtype == torch.float32
+        assert conv.weight_orig.is_contiguous(memory_format=torch.channels_last)
+        assert torch.all(conv.weight_orig[conv.weight_mask == 0] == 0)
+        runs.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    assert torch.equal(*runs)
+    fp32 = dataclasses.replace(recipe, precision="fp32", channels_last=False)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
+    tpe.global_prune(net, "magnitude", 0.7, input_shape=(3, 8, 8))
+    train_model(net, images.train_x, images.train_y, fp32, seed=1, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert not torch.equal(runs[0], torch.cat([p.detach().flatten() for p in net.parameters()]))  # bf16 rounds
+
+
+def test_recipe_fields_added_later_enter_the_hash_only_when_set(data):
+    plain = TrainRecipe(epochs=2)
+    assert plain.identity() == {k: v for k, v in plain.to_dict().items() if k not in ("channels_last", "precision")}
+    hashes = {tiny_config(recipe=recipe).recipe_hash(data) for recipe in
+              (plain, dataclasses.replace(plain, precision="bf16"), dataclasses.replace(plain, channels_last=True))}
+    assert len(hashes) == 3
+
+
+def test_data_is_preloaded_on_the_device(data):
+    moved = data.to("cpu")
+    assert moved.fingerprint() == data.fingerprint() and torch.equal(moved.train_x, data.train_x)
+    result = run_comparison(tiny_config(methods=("magnitude",), sparsities=(0.5,), seeds=(0,), device="cpu"), data)
+    assert [r.method for r in result.rows] == ["dense", "magnitude"]
+
+
 @pytest.mark.parametrize("changes, error, match", [
     ({"sparsities": (0.0,)}, InvalidAmountError, "in \\(0, 1\\)"),
     ({"sparsities": (0.5, 1.2)}, InvalidAmountError, "in \\(0, 1\\)"),
@@ -268,6 +312,7 @@ def test_bad_configs_raise_clear_errors(changes, error, match):
 @pytest.mark.parametrize("changes, match", [
     ({"lr": 0.0}, "lr"), ({"epochs": -1}, "epochs"), ({"momentum": 1.0}, "momentum"),
     ({"schedule": "step"}, "schedule"), ({"batch_size": 0}, "batch_size"), ({"augment": "yes"}, "augment"),
+    ({"precision": "fp16"}, "precision"), ({"channels_last": 1}, "channels_last"),
 ])
 def test_bad_recipes_raise_clear_errors(changes, match):
     with pytest.raises(InvalidOptionError, match=match):
@@ -335,3 +380,17 @@ def test_cli_compare_bad_input_exits_with_a_message(tmp_path, capsys, bad, messa
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_cli_compare_takes_the_gpu_recipe_options():
+    from torch_prune_ext.cli.compare import _command_line, compare_config
+    from torch_prune_ext.cli.main import build_parser
+
+    args = build_parser().parse_args(["compare", "--model", "resnet20", "--channels-last", "--precision", "bf16",
+                                      "--device", "cuda", "--augment"])
+    config = compare_config(args)
+    assert (config.recipe.channels_last, config.recipe.precision, config.device) == (True, "bf16", "cuda")
+    line = _command_line(config, Path("out.csv"))
+    assert "--channels-last" in line and "--precision bf16" in line and "--device cuda" in line
+    assert line.endswith("-o out.csv")
+

@@ -21,6 +21,7 @@ import torch
 
 from ..evaluation import (
     DATASET_NAMES,
+    PRECISIONS,
     SCHEDULES,
     CompareConfig,
     TrainRecipe,
@@ -40,7 +41,8 @@ DEFAULT_COMPARE_DATASET = {"lenet_300_100": "mnist", "mlp": "mnist", "resnet18":
 def compare_config(args: argparse.Namespace) -> CompareConfig:
     """The :class:`~torch_prune_ext.evaluation.CompareConfig` of ``compare``'s parsed arguments."""
     recipe = TrainRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                         weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment)
+                         weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment,
+                         channels_last=args.channels_last, precision=args.precision)
     return CompareConfig(
         model=args.model, dataset=args.data or DEFAULT_COMPARE_DATASET.get(args.model, "cifar10"),
         methods=tuple(args.methods) if args.methods else tuple(METHODS), sparsities=tuple(args.sparsities),
@@ -59,6 +61,12 @@ def _command_line(config: CompareConfig, output: Path) -> str:
              "--lr", str(recipe.lr), "--momentum", str(recipe.momentum), "--weight-decay", str(recipe.weight_decay),
              "--schedule", recipe.schedule, "--augment" if recipe.augment else "--no-augment",
              "--per-class", str(config.per_class), "--on-collapse", config.on_collapse]
+    if recipe.channels_last:
+        parts.append("--channels-last")
+    if recipe.precision != "fp32":
+        parts += ["--precision", recipe.precision]
+    if config.device != "cpu":
+        parts += ["--device", config.device]
     for flag, value in (("--train-subset", config.train_subset), ("--test-subset", config.test_subset),
                         ("--threads", config.threads)):
         if value is not None:
@@ -115,6 +123,10 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--schedule", default="cosine", choices=SCHEDULES, help="per-step LR schedule (default cosine)")
     c.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                    help="random crop + flip of the training images (CIFAR)")
+    c.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
+                   help="train in the channels-last memory format (GPU tensor cores)")
+    c.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32, or bf16 autocast for the training forward pass (default fp32)")
     c.add_argument("--per-class", type=int, default=10, help="pruning examples per class (default 10)")
     c.add_argument("--train-subset", type=int, default=None, help="train on a fixed subset of this size")
     c.add_argument("--test-subset", type=int, default=None, help="test on a fixed subset of this size")

@@ -33,6 +33,7 @@ from .datasets import (
     synthetic_classification_data,
 )
 from .recipe import (
+    PRECISIONS,
     SCHEDULES,
     TrainRecipe,
     TrainResult,
@@ -60,6 +61,7 @@ __all__ = [
     "HARNESS_VERSION",
     "METHOD_OPTIONS",
     "ON_COLLAPSE",
+    "PRECISIONS",
     "SCHEDULES",
     "CellSummary",
     "ClassificationData",

@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,10 +30,13 @@ from ..training.distill import accuracy, enforce_masks
 
 logger = logging.getLogger("torch_prune_ext")
 
-__all__ = ["SCHEDULES", "TrainRecipe", "TrainResult", "evaluate_accuracy", "make_scheduler", "train_model"]
+__all__ = ["PRECISIONS", "SCHEDULES", "TrainRecipe", "TrainResult", "evaluate_accuracy", "make_scheduler", "train_model"]
 
 #: Learning-rate schedules a :class:`TrainRecipe` accepts.
 SCHEDULES = ("cosine", "onecycle", "constant")
+
+#: Compute precisions of the training forward pass: float32, or bfloat16 autocast.
+PRECISIONS = ("fp32", "bf16")
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -61,6 +65,15 @@ class TrainRecipe:
         augment: random crop (zero padding 4, on the unnormalised images) and horizontal flip
             of every training batch, the standard CIFAR augmentation
             (:class:`~torch_prune_ext.data.CifarTrainAugment`); needs image batches ``(N, C, H, W)``.
+        channels_last: train image models in the channels-last memory format (faster
+            convolutions on GPUs with tensor cores; same math).
+        precision: ``"fp32"``, or ``"bf16"`` for the forward pass and loss under
+            ``torch.autocast(dtype=torch.bfloat16)`` on the model's device (weights and the
+            optimizer stay float32; evaluation is float32).
+
+    The fields added after the first version (``channels_last``, ``precision``) enter the
+    recipe hash of a comparison only when set, so results recorded before they existed
+    remain valid.
 
     Raises:
         InvalidOptionError: for a value of the wrong type or outside its range.
@@ -82,6 +95,11 @@ class TrainRecipe:
     weight_decay: float = 5e-4
     schedule: str = "cosine"
     augment: bool = False
+    channels_last: bool = False
+    precision: str = "fp32"
+
+    #: Fields that enter :meth:`identity` only when they differ from their default.
+    HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("channels_last", "precision")
 
     def __post_init__(self) -> None:
         problems = []
@@ -97,14 +115,29 @@ class TrainRecipe:
             problems.append(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not isinstance(self.augment, bool):
-            problems.append(f"augment must be True or False, got {self.augment!r}")
+        for flag in ("augment", "channels_last"):
+            if not isinstance(getattr(self, flag), bool):
+                problems.append(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if problems:
             raise InvalidOptionError("Bad TrainRecipe: " + "; ".join(problems) + ".")
 
     def to_dict(self) -> dict[str, object]:
         """The fields as a JSON-serialisable dict."""
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, object]:
+        """What identifies the recipe in a recipe hash: :meth:`to_dict` without the
+        :attr:`HASHED_WHEN_SET` fields that are at their default.
+
+        Examples:
+            >>> "precision" in TrainRecipe().identity(), TrainRecipe(precision="bf16").identity()["precision"]
+            (False, 'bf16')
+        """
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {name: value for name, value in self.to_dict().items()
+                if name not in self.HASHED_WHEN_SET or value != defaults[name]}
 
     def describe(self) -> str:
         """One line for reports, e.g. ``"5 epochs, batch 128, SGD lr 0.05 momentum 0.9 wd 0.0005, cosine"``.
@@ -115,7 +148,9 @@ class TrainRecipe:
         """
         text = (f"{self.epochs} epochs, batch {self.batch_size}, SGD lr {self.lr:g} momentum {self.momentum:g} "
                 f"wd {self.weight_decay:g}, {self.schedule} schedule")
-        return text + (", crop+flip augmentation" if self.augment else ", no augmentation")
+        text += ", crop+flip augmentation" if self.augment else ", no augmentation"
+        text += ", channels_last" if self.channels_last else ""
+        return text + (", bf16 autocast" if self.precision == "bf16" else "")
 
 
 @dataclass(frozen=True)
@@ -228,6 +263,9 @@ def train_model(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     generator = torch.Generator().manual_seed(int(seed))
     transform = _batch_transform(recipe, x, mean, std, generator)
+    channels_last = recipe.channels_last and x.ndim == 4
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
@@ -245,7 +283,10 @@ def train_model(
             if transform is not None:
                 xb = transform(xb)
             xb, yb = xb.to(device), yb.to(device)
-            loss = F.cross_entropy(model(xb), yb)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
+                loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
