@@ -47,6 +47,15 @@ def rank_batches(rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return batches[rank * per_rank:(rank + 1) * per_rank]
 
 
+def sampler_loader(rank: int) -> torch.utils.data.DataLoader:
+    """The README's way: rank ``rank``'s share of one dataset through a ``DistributedSampler``."""
+    x = torch.cat([x for x, _ in all_batches()])[:20]
+    y = torch.cat([y for _, y in all_batches()])[:20]
+    dataset = torch.utils.data.TensorDataset(x, y)
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=WORLD_SIZE, rank=rank, shuffle=False)
+    return torch.utils.data.DataLoader(dataset, batch_size=4, sampler=sampler)
+
+
 def teacher() -> nn.Module:
     return build_model(seed=7)
 
@@ -130,6 +139,7 @@ def main(out: Path) -> None:
         for name in CASES:
             results[name] = score_and_prune(name, rank_batches(rank), distributed=True)
         results["snip_shard_data"] = score_and_prune("snip", all_batches(), distributed=True, shard_data=True)
+        results["snip_sampler"] = score_and_prune("snip", sampler_loader(rank), distributed=True)
         results["ntksap_data_free"] = {"scores": tpe.compute_scores(
             build_model(), "ntksap", input_shape=INPUT_SHAPE, batch_size=4, repeats=3, seed=3, distributed=True)}
         model = build_model()

@@ -77,6 +77,14 @@ def test_shard_data_splits_the_same_batches_round_robin(ranks):
         assert all(torch.equal(rank["snip_shard_data"]["masks"][k], want["masks"][k]) for k in want["masks"])
 
 
+def test_a_distributed_sampler_loader_scores_like_one_process_on_every_rank_batch(ranks):
+    every_batch = [batch for rank in range(worker.WORLD_SIZE) for batch in worker.sampler_loader(rank)]
+    want = worker.score_and_prune("snip", every_batch)
+    for rank in ranks:
+        assert_close_scores(rank["snip_sampler"]["scores"], want["scores"])
+        assert all(torch.equal(rank["snip_sampler"]["masks"][k], want["masks"][k]) for k in want["masks"])
+
+
 def test_ntksap_data_free_draws_are_shared_out(ranks):
     want = tpe.compute_scores(worker.build_model(), "ntksap", input_shape=worker.INPUT_SHAPE, batch_size=4,
                               repeats=3, seed=3)
