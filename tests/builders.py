@@ -1,4 +1,4 @@
-"""Small models shared by the bad-input tests (test_errors, test_fuzz)."""
+"""Small models shared by several test modules."""
 
 from __future__ import annotations
 
@@ -21,3 +21,19 @@ def bn_model(prepruned: bool) -> nn.Sequential:
             prune.random_unstructured(model[0], "weight", amount=0.5)
             prune.l1_unstructured(model[4], "weight", amount=0.25)
     return model
+
+
+def relu_mlp(sizes: tuple[int, ...], seed: int = 0, bn: bool = False, dropout: float | None = None) -> nn.Sequential:
+    """Linear layers of ``sizes`` with ReLU between them (BatchNorm1d before each ReLU with ``bn``,
+    Dropout after it with ``dropout``), built right after ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            if bn:
+                layers.append(nn.BatchNorm1d(sizes[i + 1]))
+            layers.append(nn.ReLU())
+            if dropout is not None:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from builders import relu_mlp
 from torch import nn
 
 from torch_prune_ext.errors import InvalidOptionError, TargetError
@@ -43,15 +44,7 @@ def one_thread():
 
 
 def tiny_mlp(sizes=(6, 12, 10, 3), bn=False, seed=0):
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            if bn:
-                layers.append(nn.BatchNorm1d(sizes[i + 1]))
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    return relu_mlp(sizes, seed, bn)
 
 
 def toy_data(n=64, dim=6, seed=0):

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from builders import relu_mlp
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
@@ -25,17 +26,8 @@ SIZES = (6, 5, 4, 3)
 
 
 def mlp(sizes=SIZES, seed=0, bn=False):
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            if bn:
-                layers.append(nn.BatchNorm1d(sizes[i + 1]))
-            layers.append(nn.ReLU())
-            if bn:
-                layers.append(nn.Dropout(0.3))
-    return nn.Sequential(*layers)
+    """With ``bn``: BatchNorm and Dropout(0.3) around every ReLU (train-mode behaviour to preserve)."""
+    return relu_mlp(sizes, seed, bn, dropout=0.3 if bn else None)
 
 
 def batches(n=3, size=8, dim=SIZES[0], seed=1):
