@@ -8,6 +8,7 @@ checks one property of what they saved against a single-process computation here
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -37,8 +38,9 @@ def ranks(tmp_path_factory) -> list[dict]:
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(worker.WORLD_SIZE)]
 
 
+@functools.cache
 def single_process(name: str) -> dict[str, dict[str, torch.Tensor]]:
-    """The same case in this process, on every rank's batches."""
+    """The same case in this process, on every rank's batches (computed once per case; not modified)."""
     return worker.score_and_prune(name, worker.all_batches())
 
 

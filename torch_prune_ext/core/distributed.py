@@ -99,14 +99,25 @@ class ScoringGroup:
 
     def check_agree(self, value: str, what: str, fix: str) -> None:
         """Raise :class:`DistributedMismatchError` on every rank unless all ranks hold the same ``value``."""
-        values = self.all_gather(value)
-        if len(set(values)) > 1:
-            groups: dict[str, list[int]] = {}
-            for rank, v in enumerate(values):
-                groups.setdefault(v, []).append(rank)
-            split = " vs ".join(("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
-                                for ranks in groups.values())
-            raise DistributedMismatchError(f"The ranks disagree on {what} ({split}). {fix}")
+        raise_unless_equal(self.all_gather(value), what, fix)
+
+
+def raise_unless_equal(values: Sequence[Any], what: str, fix: str) -> None:
+    """Raise :class:`DistributedMismatchError` naming the ranks unless every rank's value (in rank order) is equal.
+
+    Examples:
+        >>> raise_unless_equal(["a", "a", "b"], "the seed", "Pass the same seed.")
+        Traceback (most recent call last):
+        ...
+        torch_prune_ext.errors.DistributedMismatchError: The ranks disagree on the seed (ranks 0, 1 vs rank 2). Pass the same seed.
+    """
+    if len(set(values)) > 1:
+        groups: dict[str, list[int]] = {}
+        for rank, v in enumerate(values):
+            groups.setdefault(v, []).append(rank)
+        split = " vs ".join(("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+                            for ranks in groups.values())
+        raise DistributedMismatchError(f"The ranks disagree on {what} ({split}). {fix}")
 
 
 def resolve_group(distributed: bool, process_group: Any, shard_data: bool) -> ScoringGroup | None:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import InvalidOptionError, MissingDataError, NonFiniteScoreError
 from .batches import PruningData
 from .blocks import GRANULARITIES, check_block_size
-from .distributed import ScoringGroup, resolve_group, tensor_digest
+from .distributed import ScoringGroup, raise_unless_equal, resolve_group, tensor_digest
 from .functional import FunctionalModel, preserved_state
 from .ranking import rank_and_mask
 from .schedules import SCHEDULES
@@ -32,6 +32,14 @@ from .targets import Target
 logger = logging.getLogger("torch_prune_ext")
 
 COLLAPSE_POLICIES = ("warn", "raise", "ignore")
+
+#: What the ranks must agree on before distributed scoring, and how to fix a difference.
+_RANK_FACTS = (
+    ("the target weights", "Initialise the model with the same seed on every rank, or broadcast rank 0's state "
+                           "(e.g. with DistributedDataParallel) before pruning."),
+    ("the current masks", "Prune the same model on every rank."),
+    ("the random generator", "Pass the same seed= (or an equally seeded generator=) on every rank."),
+)
 
 
 @dataclass(frozen=True)
@@ -221,15 +229,13 @@ class ScoringProblem:
         """
         if self.group is None:
             return
-        self.group.check_agree(tensor_digest(self.weights()), "the target weights",
-                               "Initialise the model with the same seed on every rank, or broadcast rank 0's state "
-                               "(e.g. with DistributedDataParallel) before pruning.")
-        self.group.check_agree(tensor_digest(self.masks), "the current masks",
-                               "Prune the same model on every rank.")
-        self.group.check_agree(tensor_digest([self.generator.get_state()]), "the random generator",
-                               "Pass the same seed= (or an equally seeded generator=) on every rank.")
+        digests = (tensor_digest(self.weights()), tensor_digest(self.masks), tensor_digest([self.generator.get_state()]))
+        n_batches = len(self.data.batch_shapes()) if needs_batches else 0
+        per_rank = self.group.all_gather((digests, n_batches))  # one collective for every check
+        for i, (what, fix) in enumerate(_RANK_FACTS):
+            raise_unless_equal([rank_digests[i] for rank_digests, _ in per_rank], what, fix)
         if needs_batches:
-            counts = self.group.all_gather(len(self.data.batch_shapes()))
+            counts = [count for _, count in per_rank]
             empty = [rank for rank, count in enumerate(counts) if count == 0]
             if empty:
                 raise MissingDataError(

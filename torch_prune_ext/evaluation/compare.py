@@ -55,7 +55,7 @@ from ..errors import InvalidAmountError, InvalidOptionError, PruningError
 from ..methods import METHODS
 from ..models import MODELS, get_model, input_shape_of
 from .datasets import ClassificationData, load_classification_data
-from .recipe import TrainRecipe, evaluate_accuracy, train_model
+from .recipe import TrainRecipe, is_plain_int, evaluate_accuracy, train_model
 from .results import DENSE, ResultsFile, RunKey, RunResult
 
 logger = logging.getLogger("torch_prune_ext")
@@ -86,10 +86,6 @@ ON_COLLAPSE = ("ignore", "warn", "raise")
 
 #: Batch size of the test-set evaluation.
 EVAL_BATCH_SIZE = 1000
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def split_methods(names: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -229,15 +225,15 @@ class CompareConfig:
             problems.append(f"methods must be distinct, got {methods!r}")
         elif DENSE in {m.lower() for m in methods}:
             problems.append("'dense' is not a method: the dense baseline row is include_dense=True")
-        if not seeds or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        if not seeds or not all(is_plain_int(s) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
             problems.append(f"seeds must be distinct ints >= 0, got {seeds!r}")
         if not isinstance(self.recipe, TrainRecipe):
             problems.append(f"recipe must be a TrainRecipe, got {type(self.recipe).__name__}")
-        if not _is_int(self.per_class) or self.per_class < 1:
+        if not is_plain_int(self.per_class) or self.per_class < 1:
             problems.append(f"per_class must be a positive int, got {self.per_class!r}")
         for label in ("train_subset", "test_subset", "threads"):
             value = getattr(self, label)
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_plain_int(value) or value < 1):
                 problems.append(f"{label} must be a positive int or None, got {value!r}")
         if self.on_collapse not in ON_COLLAPSE:
             problems.append(f"on_collapse must be one of {', '.join(ON_COLLAPSE)}, got {self.on_collapse!r}")

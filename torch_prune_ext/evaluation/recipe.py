@@ -41,7 +41,8 @@ PRECISIONS = ("fp32", "bf16")
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _is_int(value: object) -> bool:
+def is_plain_int(value: object) -> bool:
+    """Whether ``value`` is an int and not a bool (the validation rule of the evaluation configs)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -103,9 +104,9 @@ class TrainRecipe:
 
     def __post_init__(self) -> None:
         problems = []
-        if not _is_int(self.epochs) or self.epochs < 0:
+        if not is_plain_int(self.epochs) or self.epochs < 0:
             problems.append(f"epochs must be an int >= 0, got {self.epochs!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if not is_plain_int(self.batch_size) or self.batch_size < 1:
             problems.append(f"batch_size must be a positive int, got {self.batch_size!r}")
         if not _is_real(self.lr) or self.lr <= 0:
             problems.append(f"lr must be a finite number > 0, got {self.lr!r}")

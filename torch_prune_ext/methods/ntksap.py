@@ -534,15 +534,15 @@ def ntksap_scores(problem: ScoringProblem, config: NTKSAPConfig,
         if first is None and problem.group is None:
             raise InvalidOptionError("ntksap: there is no draw to score (no pruning batch).")
         if first is not None:
-            _accumulate(objective, problem, config, masks, total, _prepend(first, source))
+            _accumulate(objective, problem, config, masks, total, first, source)
     problem.all_reduce_(total)
     return [(acc.abs() * (m != 0)).contiguous() for acc, m in zip(total, masks)]
 
 
 def _accumulate(objective: NTKSAPObjective, problem: ScoringProblem, config: NTKSAPConfig,
-                masks: list[torch.Tensor], total: list[torch.Tensor], draws: Iterator[Draw]) -> None:
-    """Add ``dJ/dm`` of every draw to ``total``: by ``vmap`` over chunks of draws, or one at a time."""
-    first = next(draws)
+                masks: list[torch.Tensor], total: list[torch.Tensor], first: Draw, rest: Iterator[Draw]) -> None:
+    """Add ``dJ/dm`` of ``first`` and every draw of ``rest`` to ``total``: by ``vmap`` over chunks of
+    draws, or one at a time (``first`` decides the memory format)."""
     vectorize = config.vectorize if config.vectorize is not None else problem.device.type != "cpu"
     fmt = not vectorize and _use_channels_last(config, problem.device, objective.dtype, first.z.dim())
     masks = [_to_format(m, fmt) for m in masks]
@@ -552,7 +552,7 @@ def _accumulate(objective: NTKSAPObjective, problem: ScoringProblem, config: NTK
             yield Draw([_to_format(t, fmt) for t in draw.theta], _to_format(draw.z, fmt),
                        [_to_format(d, fmt) for d in draw.delta])
 
-    stream = prepared(_prepend(first, draws))
+    stream = prepared(_prepend(first, rest))
     if vectorize:
         per_draw = vmap(grad(objective), in_dims=(None, 0, 0, 0))
         for chunk in _chunks(stream, config.chunk_size):
