@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from torch.nn.utils import prune
 
 import torch_prune_ext as tpe
@@ -128,7 +129,7 @@ def linear_layer(module, target, relu, bn=None):
 
 
 def conv_layer(module, target, in_shape, bn, relu):
-    """A Conv2d unfolded by hand into its dense matrix (stride, zero padding)."""
+    """A Conv2d unfolded by hand into its dense matrix (stride, zero padding); ``bn``: (gamma, beta, mean, var, eps)."""
     c_in, h_in, w_in = in_shape
     w = module.weight_orig.detach() if prune.is_pruned(module) else module.weight.detach()
     mask = module.weight_mask if prune.is_pruned(module) else torch.ones_like(w)
@@ -149,10 +150,7 @@ def conv_layer(module, target, in_shape, bn, relu):
             entry_mask[b, a] = float(mask[co, ci, ky, kx])
     per_unit = torch.arange(n_out) // (h_out * w_out)
     bias = None if module.bias is None else module.bias.detach().to(D)[per_unit]
-    bn_params = None
-    if bn is not None:
-        bn_params = (bn.weight.detach().to(D), bn.bias.detach().to(D), bn.running_mean.to(D), bn.running_var.to(D),
-                     bn.eps, per_unit)
+    bn_params = None if bn is None else (*bn, per_unit)
     return Layer(matrix, index, target, entry_mask, bias, bn_params, relu), (c_out, h_out, w_out)
 
 
@@ -188,8 +186,27 @@ def test_oracle_mlp(bias):
         assert bool((s[model[i].weight_mask == 0] == 0).all())
 
 
-def test_oracle_conv_bn_pretrained_like():
-    """Conv + BN (eval, non-trivial statistics, as after training) + ReLU, twice; avg-pool, flatten, linear."""
+def bn_inputs_in_train_mode(model, x):
+    """The input of every BatchNorm, and the output, of a train-mode forward of ``model`` on ``x`` as one batch
+    (on cloned buffers: the running statistics are left alone)."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+             for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    training = model.training
+    try:
+        model.train()
+        out = functional_call(model, {k: v.clone() for k, v in model.named_buffers()}, (x,), strict=False)
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return seen, out.detach()
+
+
+@pytest.mark.parametrize("norm", ["batch", "running"])
+def test_oracle_conv_bn(norm):
+    """Conv + BN + ReLU, twice; avg-pool, flatten, linear. BN statistics: batch ones of the
+    whole set from a train-mode forward (the default), or non-trivial running ones (as after training)."""
     g = torch.Generator().manual_seed(2)
     torch.manual_seed(2)
     model = nn.Sequential(
@@ -207,20 +224,29 @@ def test_oracle_conv_bn_pretrained_like():
     random_masks(model, g, density=0.7)
     model.train()
     x = torch.randn(3, 2, 4, 4, generator=g, dtype=D)
-    l1, s1 = conv_layer(model[0], 0, (2, 4, 4), model[1], True)
-    l2, s2 = conv_layer(model[3], 1, s1, model[4], True)
+    inputs, train_out = bn_inputs_in_train_mode(model, x)
+    stats = {1: (inputs[0].mean((0, 2, 3)), inputs[0].var((0, 2, 3), unbiased=False)),
+             4: (inputs[1].mean((0, 2, 3)), inputs[1].var((0, 2, 3), unbiased=False))}
+
+    def bn_params(i):
+        bn = model[i]
+        mean, var = stats[i] if norm == "batch" else (bn.running_mean.to(D), bn.running_var.to(D))
+        return bn.weight.detach().to(D), bn.bias.detach().to(D), mean, var, bn.eps
+
+    l1, s1 = conv_layer(model[0], 0, (2, 4, 4), bn_params(1), True)
+    l2, s2 = conv_layer(model[3], 1, s1, bn_params(4), True)
     pool, _ = avg_pool_layer(s2, 2)
     fc = linear_layer(model[8], 2, False)
     layers = [l1, l2, pool, fc]
-    # the hand-made dense network is the model (eval mode)
+    # the hand-made dense network is the model: in train mode on the whole set (batch), in eval mode (running)
     h = x.reshape(3, -1)
     for layer in layers:
         h, _ = layer.forward(h)
     model.eval()
-    torch.testing.assert_close(h, model(x), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h, train_out if norm == "batch" else model(x), rtol=1e-10, atol=1e-12)
     model.train()
     expected = oracle(layers, x, 3, [model[i].weight.shape for i in (0, 3, 8)])
-    got = scores_of(model, x)
+    got = scores_of(model, x, norm=norm)
     for e, s in zip(expected, got):
         torch.testing.assert_close(s, e, rtol=1e-9, atol=1e-12 * float(e.abs().max()))
     assert model.training  # modes restored
@@ -234,16 +260,20 @@ def small_convnet():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
 
 
-def test_c_trick_equals_per_batch_accumulation():
+@pytest.mark.parametrize("norm", ["batch", "running"])
+def test_c_trick_equals_per_batch_accumulation(norm):
+    """Scores do not depend on the batching; with fixed (running) statistics they add up over subsets."""
     model = small_convnet()
     x = torch.randn(9, 3, 8, 8, generator=torch.Generator().manual_seed(3))
-    whole = scores_of(model, x)
-    batched = scores_of(model, [x[:2], x[2:6], x[6:]])
-    summed = [sum(parts) for parts in zip(*(scores_of(model, x[i:i + 3]) for i in range(0, 9, 3)))]
-    for w, b, s in zip(whole, batched, summed):
+    whole = scores_of(model, x, norm=norm)
+    batched = scores_of(model, [x[:2], x[2:6], x[6:]], norm=norm)
+    for w, b in zip(whole, batched):
         assert w.dtype == torch.float64
         torch.testing.assert_close(b, w, rtol=1e-12, atol=0.0)
-        torch.testing.assert_close(s, w, rtol=1e-12, atol=0.0)
+    if norm == "running":
+        summed = [sum(parts) for parts in zip(*(scores_of(model, x[i:i + 3], norm=norm) for i in range(0, 9, 3)))]
+        for w, s in zip(whole, summed):
+            torch.testing.assert_close(s, w, rtol=1e-12, atol=0.0)
 
 
 # ------------------------------------------------------------------- gating
