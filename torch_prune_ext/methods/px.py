@@ -10,22 +10,28 @@ it: every view is a :func:`torch.func.functional_call` with substituted tensors,
 two :class:`torch.overrides.TorchFunctionMode` s, :class:`ActivationGates` and
 :class:`NormReduction`):
 
-* **A (gates)**: the real network, eval-mode normalisation, real masked weights, the real
-  inputs ``x``. Every ReLU-like call records which pre-activations are ``> 0`` (a boolean
-  tensor), every max-pool call records its argmax indices.
+* **A (gates)**: the real network, real masked weights, the real inputs ``x``; each
+  BatchNorm normalises with the per-channel mean and biased variance of its input over the
+  whole pruning set, measured this round on the masked network (``norm="batch"``, the
+  default: what train mode sees when the set is one batch, independent of the batching;
+  :mod:`~torch_prune_ext.methods.px_norm`), or with its running statistics
+  (``norm="running"``). Every ReLU-like call records which pre-activations are ``> 0`` (a
+  boolean tensor), every max-pool call records its argmax indices.
 * **J (path activation)**: every Conv/Linear weight 1 (masked entries stay 0 through the
   mask), biases 0, each BatchNorm reduced to scale 1 and no shift (the identity), each ReLU
   replaced by multiplication with A's gate of the same call (matched by call order; a
   LeakyReLU by ``1`` or its slope), each max-pool routed through A's argmax, input ``x**2``;
   no gradient. ``z1[n, k] = sum_{p -> k} a_p(x_n) x_n[s(p)]^2``.
 * **P (path kernel)**: every Conv/Linear weight squared, biases 0, each BatchNorm reduced
-  to its per-channel scale ``s = gamma / sqrt(running_var + eps)`` squared, no shift, ReLUs
+  to its per-channel scale ``s = gamma / sqrt(var + eps)`` squared (``var`` the variance A
+  used), no shift, ReLUs
   the identity, each max-pool a *sum* over its window (every entry of the window starts a
   path; which one is taken is A's gate, applied in J), input all ones, batch size 1.
   ``z2[k] = sum_{p -> k} v_p^2``.
 
 Data enter only through ``c = sum_n z1[n]`` (the shape of one output), accumulated over the
-pruning batches in one no-grad pass of A and J each; then ONE forward and ONE
+pruning batches in one no-grad pass of A and J each (with several batches, ``norm="batch"``
+first measures the statistics with one partial pass per BatchNorm); then ONE forward and ONE
 vector-Jacobian product of P with cotangent ``c`` give every score:
 ``score = u * dR/du`` with ``u = theta**2`` (P is multilinear in the ``u``), which is ``>= 0``
 by construction, and exactly 0 where the mask is 0. J and P run in ``PXConfig.dtype``
@@ -38,7 +44,8 @@ once). For networks in which every path crosses the same such maps (ResNets' glo
 pooling, VGG's final pool) this is one common factor and does not change the ranking.
 
 What is supported: ``nn.Conv1d/2d/3d``, ``nn.Linear`` (and their functional forms through
-these modules), ``nn.BatchNorm1d/2d/3d``/``SyncBatchNorm`` with running statistics, ReLU in
+these modules), ``nn.BatchNorm1d/2d/3d``/``SyncBatchNorm`` (with running statistics for
+``norm="running"``), ReLU in
 every form (``F.relu``, ``torch.relu``, ``Tensor.relu``, ``relu_``, ``F.relu(inplace=True)``,
 ``nn.ReLU(inplace=True)``), LeakyReLU (with its slope), max-pool 1d/2d/3d (not dilated) and
 adaptive max-pool (when the output size divides the input size), average pooling, residual
