@@ -21,12 +21,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from torch.nn.utils import prune
 
 import torch_prune_ext as tpe
 from torch_prune_ext.core.functional import FunctionalModel
 from torch_prune_ext.core.targets import resolve_targets
-from torch_prune_ext.errors import MissingDataError, NonFiniteScoreError
+from torch_prune_ext.errors import InvalidOptionError, MissingDataError, NonFiniteScoreError
 from torch_prune_ext.methods.px import (
     PX,
     ActivationGates,
@@ -34,6 +35,7 @@ from torch_prune_ext.methods.px import (
     PXConfig,
     UnsupportedLayerError,
 )
+from torch_prune_ext.methods.px_norm import batch_statistics
 
 D = torch.float64
 
@@ -128,7 +130,7 @@ def linear_layer(module, target, relu, bn=None):
 
 
 def conv_layer(module, target, in_shape, bn, relu):
-    """A Conv2d unfolded by hand into its dense matrix (stride, zero padding)."""
+    """A Conv2d unfolded by hand into its dense matrix (stride, zero padding); ``bn``: (gamma, beta, mean, var, eps)."""
     c_in, h_in, w_in = in_shape
     w = module.weight_orig.detach() if prune.is_pruned(module) else module.weight.detach()
     mask = module.weight_mask if prune.is_pruned(module) else torch.ones_like(w)
@@ -149,10 +151,7 @@ def conv_layer(module, target, in_shape, bn, relu):
             entry_mask[b, a] = float(mask[co, ci, ky, kx])
     per_unit = torch.arange(n_out) // (h_out * w_out)
     bias = None if module.bias is None else module.bias.detach().to(D)[per_unit]
-    bn_params = None
-    if bn is not None:
-        bn_params = (bn.weight.detach().to(D), bn.bias.detach().to(D), bn.running_mean.to(D), bn.running_var.to(D),
-                     bn.eps, per_unit)
+    bn_params = None if bn is None else (*bn, per_unit)
     return Layer(matrix, index, target, entry_mask, bias, bn_params, relu), (c_out, h_out, w_out)
 
 
@@ -188,8 +187,27 @@ def test_oracle_mlp(bias):
         assert bool((s[model[i].weight_mask == 0] == 0).all())
 
 
-def test_oracle_conv_bn_pretrained_like():
-    """Conv + BN (eval, non-trivial statistics, as after training) + ReLU, twice; avg-pool, flatten, linear."""
+def bn_inputs_in_train_mode(model, x):
+    """The input of every BatchNorm, and the output, of a train-mode forward of ``model`` on ``x`` as one batch
+    (on cloned buffers: the running statistics are left alone)."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+             for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    training = model.training
+    try:
+        model.train()
+        out = functional_call(model, {k: v.clone() for k, v in model.named_buffers()}, (x,), strict=False)
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return seen, out.detach()
+
+
+@pytest.mark.parametrize("norm", ["batch", "running"])
+def test_oracle_conv_bn(norm):
+    """Conv + BN + ReLU, twice; avg-pool, flatten, linear. BN statistics: batch ones of the
+    whole set from a train-mode forward (the default), or non-trivial running ones (as after training)."""
     g = torch.Generator().manual_seed(2)
     torch.manual_seed(2)
     model = nn.Sequential(
@@ -207,20 +225,29 @@ def test_oracle_conv_bn_pretrained_like():
     random_masks(model, g, density=0.7)
     model.train()
     x = torch.randn(3, 2, 4, 4, generator=g, dtype=D)
-    l1, s1 = conv_layer(model[0], 0, (2, 4, 4), model[1], True)
-    l2, s2 = conv_layer(model[3], 1, s1, model[4], True)
+    inputs, train_out = bn_inputs_in_train_mode(model, x)
+    stats = {1: (inputs[0].mean((0, 2, 3)), inputs[0].var((0, 2, 3), unbiased=False)),
+             4: (inputs[1].mean((0, 2, 3)), inputs[1].var((0, 2, 3), unbiased=False))}
+
+    def bn_params(i):
+        bn = model[i]
+        mean, var = stats[i] if norm == "batch" else (bn.running_mean.to(D), bn.running_var.to(D))
+        return bn.weight.detach().to(D), bn.bias.detach().to(D), mean, var, bn.eps
+
+    l1, s1 = conv_layer(model[0], 0, (2, 4, 4), bn_params(1), True)
+    l2, s2 = conv_layer(model[3], 1, s1, bn_params(4), True)
     pool, _ = avg_pool_layer(s2, 2)
     fc = linear_layer(model[8], 2, False)
     layers = [l1, l2, pool, fc]
-    # the hand-made dense network is the model (eval mode)
+    # the hand-made dense network is the model: in train mode on the whole set (batch), in eval mode (running)
     h = x.reshape(3, -1)
     for layer in layers:
         h, _ = layer.forward(h)
     model.eval()
-    torch.testing.assert_close(h, model(x), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h, train_out if norm == "batch" else model(x), rtol=1e-10, atol=1e-12)
     model.train()
     expected = oracle(layers, x, 3, [model[i].weight.shape for i in (0, 3, 8)])
-    got = scores_of(model, x)
+    got = scores_of(model, x, norm=norm)
     for e, s in zip(expected, got):
         torch.testing.assert_close(s, e, rtol=1e-9, atol=1e-12 * float(e.abs().max()))
     assert model.training  # modes restored
@@ -234,16 +261,95 @@ def small_convnet():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
 
 
-def test_c_trick_equals_per_batch_accumulation():
+@pytest.mark.parametrize("norm", ["batch", "running"])
+def test_c_trick_equals_per_batch_accumulation(norm):
+    """Scores do not depend on the batching; with fixed (running) statistics they add up over subsets."""
     model = small_convnet()
     x = torch.randn(9, 3, 8, 8, generator=torch.Generator().manual_seed(3))
-    whole = scores_of(model, x)
-    batched = scores_of(model, [x[:2], x[2:6], x[6:]])
-    summed = [sum(parts) for parts in zip(*(scores_of(model, x[i:i + 3]) for i in range(0, 9, 3)))]
-    for w, b, s in zip(whole, batched, summed):
+    whole = scores_of(model, x, norm=norm)
+    batched = scores_of(model, [x[:2], x[2:6], x[6:]], norm=norm)
+    for w, b in zip(whole, batched):
         assert w.dtype == torch.float64
         torch.testing.assert_close(b, w, rtol=1e-12, atol=0.0)
-        torch.testing.assert_close(s, w, rtol=1e-12, atol=0.0)
+    if norm == "running":
+        summed = [sum(parts) for parts in zip(*(scores_of(model, x[i:i + 3], norm=norm) for i in range(0, 9, 3)))]
+        for w, s in zip(whole, summed):
+            torch.testing.assert_close(s, w, rtol=1e-12, atol=0.0)
+
+
+# ---------------------------------------------------------- batch statistics
+class ResidualBN(nn.Module):
+    """Conv-BN-ReLU, max-pool, a residual block (one BN without running statistics), GAP, linear; float64."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(10)
+        self.stem, self.bn0 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4, track_running_stats=False)
+        self.fc = nn.Linear(4, 3)
+        with torch.no_grad():
+            for bn in (self.bn0, self.bn1, self.bn2):
+                bn.weight.uniform_(0.5, 1.5)
+                bn.bias.uniform_(-0.5, 0.5)
+        self.double()
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self.bn0(self.stem(x))), 2)
+        branch = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(h)))))
+        return self.fc(F.adaptive_avg_pool2d(F.relu(branch + h), 1).flatten(1))
+
+
+def test_batch_statistics_and_gates_equal_a_train_mode_forward_on_the_whole_set():
+    model = ResidualBN()
+    random_masks(model, torch.Generator().manual_seed(11), density=0.7)
+    x = torch.randn(12, 3, 8, 8, generator=torch.Generator().manual_seed(12), dtype=D)
+    with ActivationGates("record") as train_gates:
+        inputs, _ = bn_inputs_in_train_mode(model, x)
+    expected = [(i.mean((0, 2, 3)), i.var((0, 2, 3), unbiased=False)) for i in inputs]
+    model.eval()
+    with torch.no_grad():
+        with NormReduction("measure") as measured, ActivationGates("record") as gates:
+            model(x)  # one pass, the set as one batch (what PX does with one pruning batch)
+        layered = batch_statistics(model, [x[:5], x[5:9], x[9:]])  # several batches, layer by layer
+    assert len(measured.statistics) == len(layered) == len(expected) == 3
+    for (mean, var), one, several in zip(expected, measured.statistics, layered):
+        for got in (one, several):
+            torch.testing.assert_close(got.mean, mean, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(got.var, var, rtol=1e-12, atol=1e-14)
+    assert len(gates.gates) == len(train_gates.gates) == 4  # 3 ReLUs and the max-pool
+    for (kind, got), (_, want) in zip(gates.gates, train_gates.gates):
+        assert torch.equal(got[0], want[0]) if kind == "gate" else torch.equal(got, want)
+    assert all(not bool(m.running_mean.ne(0).any()) for m in (model.bn0, model.bn1))  # buffers untouched
+
+
+def test_batch_norm_scores_do_not_depend_on_the_batching():
+    model = ResidualBN()
+    random_masks(model, torch.Generator().manual_seed(13), density=0.6)
+    x = torch.randn(100, 3, 8, 8, generator=torch.Generator().manual_seed(14), dtype=D)
+    whole = scores_of(model, x)
+    quarters = scores_of(model, [x[i:i + 25] for i in range(0, 100, 25)])
+    for w, q in zip(whole, quarters):
+        assert bool((w >= 0).all()) and bool((w[q == 0] == 0).all())
+        torch.testing.assert_close(q, w, rtol=1e-10, atol=0.0)
+    with pytest.raises(UnsupportedLayerError, match="running statistics"):  # bn2 has none
+        scores_of(model, x, norm="running")
+
+
+@pytest.mark.parametrize("build", ["mlp", "conv"])
+def test_norm_changes_nothing_without_normalisation(build):
+    torch.manual_seed(15)
+    if build == "mlp":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    else:
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3),
+                              nn.ReLU(), nn.Flatten(), nn.Linear(16, 3))
+    random_masks(model, torch.Generator().manual_seed(16))
+    x = torch.randn(6, 3, *((2, 2) if build == "mlp" else (8, 8)), generator=torch.Generator().manual_seed(17))
+    for data in (x, [x[:2], x[2:]]):
+        for b, r in zip(scores_of(model, data, norm="batch"), scores_of(model, data, norm="running")):
+            assert torch.equal(b, r)
+            assert bool((b > 0).any())
 
 
 # ------------------------------------------------------------------- gating
@@ -358,9 +464,9 @@ def test_resnet20_and_vgg16_scores_finite_and_nonnegative():
         assert sum(int((s > 0).sum()) for s in scores) > 0.99 * sum(s.numel() for s in scores)
 
 
-@pytest.fixture(scope="module")
-def pruned_narrow_resnet20():
-    """ResNet-20 layout at width 4 (not 16: the full one takes > 60 s for 100 rounds on 2 busy cores)."""
+@pytest.fixture(scope="module", params=["batch", "running"])
+def pruned_narrow_resnet20(request):
+    """ResNet-20 layout at width 4 (not 16: the full one takes minutes on 2 busy cores), 30 rounds to 98.2%."""
     from torch_prune_ext.core.report import check_collapse
     from torch_prune_ext.models import CifarResNet
     torch.manual_seed(0)
@@ -369,30 +475,37 @@ def pruned_narrow_resnet20():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small kernels: one thread is faster and immune to oversubscription on busy cores
     try:
-        report = tpe.global_prune(model, PX, 0.982, data=x, rounds=100, progress=False, on_collapse="ignore")
+        report = tpe.global_prune(model, PX, 0.982, data=x, rounds=30, progress=False, on_collapse="ignore",
+                                  norm=request.param)
     finally:
         torch.set_num_threads(threads)
     targets = resolve_targets(model)
     layers, connected = check_collapse(model, targets, [t.current_mask() for t in targets], (3, 32, 32),
                                        "ignore", "px")
-    return model, report, layers, connected
+    return request.param, model, report, layers, connected
 
 
 def test_resnet20_982_stays_connected(pruned_narrow_resnet20):
-    model, report, _, connected = pruned_narrow_resnet20
+    _, model, report, _, connected = pruned_narrow_resnet20
     assert abs(report.sparsity - 0.982) < 1e-3
     assert connected is True
     for name in ("conv1", "layer2.0.shortcut.0", "layer3.0.shortcut.0", "fc"):
         assert float(model.get_submodule(name).weight_mask.mean()) > 0.0, name
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "finding: with the spec's formula (data enter only through c_k, so PX ranks like SynFlow-L2 weighted by c), "
-    "iterative PX at 98.2% empties whole residual branches of ResNet-20 (layer2.0, layer3.*: density 0) while the "
-    "shortcuts keep the network connected; observed at width 4 and 16"))
-def test_no_layer_collapse_resnet20_982(pruned_narrow_resnet20):
-    _, _, layers, _ = pruned_narrow_resnet20
-    assert not layers.collapsed
+def test_resnet20_982_no_layer_emptied_by_default_only(pruned_narrow_resnet20):
+    """Issue 4: with the running statistics of an initialised network (mean 0, variance 1) iterative PX
+    empties whole residual branches; with the pruning set's batch statistics (the default) no layer empties."""
+    norm, model, _, layers, _ = pruned_narrow_resnet20
+    densities = {name: float(module.weight_mask.mean()) for name, module in model.named_modules()
+                 if hasattr(module, "weight_mask")}
+    if norm == "batch":
+        assert not layers.collapsed
+        assert min(densities.values()) > 0.0
+    else:
+        emptied = sorted(name for name, d in densities.items() if d == 0.0)
+        assert "layer3.0.conv1" in emptied and "layer3.0.conv2" in emptied  # a whole branch
+        assert set(layers.collapsed) == {f"{name}.weight" for name in emptied}
 
 
 def test_model_untouched():
@@ -404,8 +517,9 @@ def test_model_untouched():
     flags = [p.requires_grad for p in model.parameters()]
     x = torch.randn(4, 3, 8, 8)
     rng = torch.get_rng_state()
-    for mode in ("theory", "reference"):
-        scores_of(model, x, mode=mode)
+    for options in ({"norm": "batch"}, {"norm": "running"}, {"mode": "reference"}):
+        scores_of(model, x, **options)
+    scores_of(model, [x[:1], x[1:]])  # the layer-by-layer statistics passes
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -476,3 +590,15 @@ def test_config_validation():
         PXConfig(mode="paper")
     with pytest.raises(ValueError, match="dtype"):
         PXConfig(dtype=torch.int64)
+    with pytest.raises(InvalidOptionError, match="norm must be one of 'batch', 'running', got 'eval'"):
+        PXConfig(norm="eval")
+
+
+def test_unknown_norm_raises_and_changes_nothing():
+    model = small_convnet()
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(InvalidOptionError, match="'batch', 'running'"):
+        tpe.global_prune(model, PX, 0.5, data=torch.randn(4, 3, 8, 8), rounds=2, progress=False, norm="Batch")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not prune.is_pruned(model[4])
