@@ -137,17 +137,20 @@ def reference_scores(problem: ScoringProblem, config: PXConfig) -> list[torch.Te
         One score tensor per target, ``|g| * theta**2``, 0 where the mask is 0.
 
     Examples:
+        >>> from collections import OrderedDict
         >>> from torch_prune_ext.core.scoring import PruningOptions
         >>> from torch_prune_ext.methods.px import PX
-        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.ReLU(),
-        ...                           torch.nn.Linear(2, 1, bias=False))
-        >>> with torch.no_grad():
-        ...     net[0].weight.copy_(torch.tensor([[1.0, 2.0], [-1.0, 1.0]]))
-        ...     net[2].weight.copy_(torch.tensor([[3.0, 1.0]]))  # doctest: +ELLIPSIS
-        Parameter...
-        >>> problem = PX.prepare(net, torch.tensor([[1.0, 1.0]]), None, PruningOptions())
-        >>> [s.tolist() for s in reference_scores(problem, PXConfig(mode="reference"))]
-        [[[18.0, 72.0], [2.0, 2.0]], [[90.0, 4.0]]]
+        >>> def one_layer(name):  # weights [2, -1], one input [1, 3]
+        ...     net = torch.nn.Sequential(OrderedDict({name: torch.nn.Linear(2, 1, bias=False)}))
+        ...     with torch.no_grad():
+        ...         net[0].weight.copy_(torch.tensor([[2.0, -1.0]]))
+        ...     return PX.prepare(net, torch.tensor([[1.0, 3.0]]), None, PruningOptions())
+        >>> # "out": J has weights 1 on x**2 (z1 = 10), P squares them (z2 = 4 + 1): |g| = 10
+        >>> reference_scores(one_layer("out"), PXConfig(mode="reference"))[0].tolist()
+        [[40.0, 10.0]]
+        >>> # "fc" is left as it is by the name rule: z1 = 2 - 9 = -7, z2 = 2 - 1: |g| = 7
+        >>> reference_scores(one_layer("fc"), PXConfig(mode="reference"))[0].tolist()
+        [[28.0, 7.0]]
     """
     dtype, approximate = config.dtype, config.approximate_activations
     masks = [m.detach().to(dtype) for m in problem.masks]
