@@ -60,8 +60,9 @@ The pruning data: 10 random examples per class of the training set in the paper 
 :func:`torch_prune_ext.data.splits.pruning_batch` draw such class-balanced splits. Labels
 are not used.
 
-``mode="reference"`` reproduces the authors' public code instead (see :class:`PXConfig`);
-it is degenerate for BatchNorm networks with global average pooling and is not the default.
+``mode="reference"`` and ``mode="release-2024"`` reproduce two releases of the authors' public
+code instead (:mod:`torch_prune_ext.methods.px_conformance`); ``"reference"`` is degenerate for
+BatchNorm networks with global average pooling. Neither is the default.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ __all__ = [
     "px_scores",
 ]
 
-MODES = ("theory", "reference")
+MODES = ("theory", "reference", "release-2024")
 #: Where view A takes each normalisation layer's statistics (theory mode).
 NORMS = ("batch", "running")
 
@@ -111,16 +112,20 @@ class PXConfig:
 
     Attributes:
         mode: ``"theory"`` (default): the method as the paper derives it (module docstring).
-            ``"reference"``: the authors' public code, for comparison: normalisation layers
-            in train mode with batch statistics in all three views; J and P fed batches (P an
-            all-ones batch of the data batch's size); every model state entry whose name
-            contains ``"bn"`` or ``"fc"`` left untouched, every other floating entry squared
-            in P and set to 1 in J; per batch ``R_b = sum(z1 * z2)``, gradients accumulated
-            over the batches; score ``|g| * theta**2`` (``g`` the gradient with respect to
-            the tensor P uses). Degenerate for BatchNorm networks with global average
-            pooling: on identical all-ones inputs each train-mode BatchNorm outputs its shift
-            as its per-channel mean, so P's pooled output does not depend on the conv weights
-            and their scores are ``theta**2`` times rounding noise.
+            ``"reference"``: the authors' current public code (HEAD ed6c40e), for comparison:
+            gates from the real network in eval mode; J and P on batch statistics, fed batches
+            (P an all-ones batch of the data batch's size); every model state entry whose name
+            contains ``"bn"`` or ``"fc"`` left untouched, every other floating entry (also a
+            BatchNorm named e.g. ``shortcut.1``) squared in P and set to 1 in J; per batch
+            ``R_b = sum(z1 * z2)``, gradients accumulated; score ``|g| * theta**2``. Degenerate
+            for BatchNorm networks with global average pooling: on identical all-ones inputs
+            each train-mode BatchNorm outputs its shift as its per-channel mean, so P's pooled
+            output does not depend on the conv weights and their scores are ``theta**2`` times
+            rounding noise.
+            ``"release-2024"``: the first public release (82ce2bf, April 2024): batch statistics
+            everywhere, J the real network, P squares every entry whose name lacks ``"bn"``, both
+            fed ``x``; score ``|g * theta**5|``. Both conformance modes:
+            :mod:`torch_prune_ext.methods.px_conformance`.
         dtype: floating dtype of J and P (and of the scores). float64 by default: J and P
             grow geometrically with depth and overflow float32 on ResNet-20.
         approximate_activations: gate GELU, SiLU, ELU, CELU, SELU, Mish, Softplus and
@@ -155,22 +160,6 @@ class PXConfig:
             raise InvalidOptionError(
                 f"approximate_activations must be True or False, got {self.approximate_activations!r}."
             )
-
-
-
-def _reference_transform(view: str, dtype: torch.dtype) -> Callable[[str, torch.Tensor], torch.Tensor]:
-    def transform(name: str, tensor: torch.Tensor) -> torch.Tensor:
-        if not tensor.is_floating_point():
-            return tensor
-        if _untouched(name):
-            return tensor.to(dtype)
-        return torch.ones_like(tensor, dtype=dtype) if view == "ones" else tensor.to(dtype).square()
-    return transform
-
-
-def _untouched(name: str) -> bool:
-    """Reference mode: state entries left as they are (the authors' name filter)."""
-    return "bn" in name or "fc" in name
 
 
 
@@ -249,39 +238,6 @@ def _theory_scores(problem: ScoringProblem, config: PXConfig) -> list[torch.Tens
     return scores
 
 
-def _reference_scores(problem: ScoringProblem, config: PXConfig) -> list[torch.Tensor]:
-    dtype = config.dtype
-    model = problem.model
-    masks = [m.detach().to(dtype) for m in problem.masks]
-    weights = [w.detach().to(dtype) for w in problem.weights()]
-    keep = [_untouched(t.name) for t in problem.targets]
-    view_a = problem.functional()
-    view_j = problem.functional(_reference_transform("ones", dtype))
-    view_p = problem.functional(_reference_transform("squares", dtype))
-    j_weights = [w if k else torch.ones_like(w) for w, k in zip(weights, keep)]
-    leaves = [(w if k else w.square()).clone().requires_grad_(True) for w, k in zip(weights, keep)]
-    total = [torch.zeros_like(w) for w in weights]
-    approximate = config.approximate_activations
-    with preserved_state(model):
-        model.eval()
-        for x in _batches(problem):
-            with torch.no_grad():
-                with NormReduction("batch"), ActivationGates("record", approximate=approximate) as record:
-                    view_a(x, problem.weights(), problem.masks)
-                with NormReduction("batch"), ActivationGates("apply", record.gates, approximate=approximate):
-                    z1 = _checked_output(view_j(x.to(dtype).square(), j_weights, masks), "J")
-            with torch.enable_grad(), NormReduction("batch"), ActivationGates("identity", approximate=approximate):
-                z2 = _checked_output(view_p(torch.ones_like(x, dtype=dtype), leaves, masks), "P")
-            _finite(z1, "the path activation (view J)", dtype)
-            _finite(z2, "the path kernel (view P)", dtype)
-            grads = torch.autograd.grad(z2, leaves, grad_outputs=z1, allow_unused=True)
-            for acc, g in zip(total, grads):
-                if g is not None:
-                    acc.add_(g)
-    problem.all_reduce_(total)
-    return [(g.abs() * w.square() * m).contiguous() for g, w, m in zip(total, weights, masks)]
-
-
 def px_scores(problem: ScoringProblem, config: PXConfig) -> list[torch.Tensor]:
     """One round of PX scores at ``problem.masks``; the model is left as it was.
 
@@ -311,8 +267,10 @@ def px_scores(problem: ScoringProblem, config: PXConfig) -> list[torch.Tensor]:
     """
     if not problem.data.given:
         raise MissingDataError("px needs pruning data: pass data=<batch or DataLoader> (labels are not used).")
-    if config.mode == "reference":
-        return _reference_scores(problem, config)
+    if config.mode != "theory":
+        from .px_conformance import conformance_scores  # imports this module
+
+        return conformance_scores(problem, config)
     return _theory_scores(problem, config)
 
 
@@ -325,7 +283,7 @@ class PX(PruningMethod):
     :mod:`torch_prune_ext.methods.px`. Scores are ``>= 0``, so iterating avoids layer collapse.
     Needs data (labels unused): 10 examples per class in the paper
     (:func:`torch_prune_ext.data.pruning_set`). 100 rounds with the exponential schedule by
-    default; options in :class:`PXConfig` (``mode="reference"`` for the authors' code).
+    default; options in :class:`PXConfig` (``mode="reference"``/``"release-2024"`` for the authors' code).
     Works from initialisation and from pretrained weights.
 
     Examples:
