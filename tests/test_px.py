@@ -392,7 +392,7 @@ def test_resnet20_982_stays_connected(pruned_narrow_resnet20):
     "shortcuts keep the network connected; observed at width 4 and 16"))
 def test_no_layer_collapse_resnet20_982(pruned_narrow_resnet20):
     _, _, layers, _ = pruned_narrow_resnet20
-    assert not layers.collapsed
+    assert not layers.empty
 
 
 def test_model_untouched():

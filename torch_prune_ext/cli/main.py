@@ -45,6 +45,8 @@ CHECKPOINT_FORMAT = "torch_prune_ext.checkpoint/1"
 #: The dataset each model is pruned with by default.
 DEFAULT_DATASET = {"lenet_300_100": "mnist", "mlp": "mnist", "resnet18": "random"}
 DATASET_CLASSES = {"cifar10": 10, "mnist": 10}
+#: The path check of a pruning run, in words (``PruneReport.paths_connected``).
+PATH_WORDS = {True: "intact", False: "CUT (layer collapse)", None: "not checked"}
 
 
 def needs_of(cls: type[PruningMethod]) -> str:
@@ -192,12 +194,14 @@ def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
     elapsed = time.perf_counter() - start
     if rank != 0:
         return 0
-    print(report.layers)
+    print(report.table())
     seconds = report.round_seconds
     print(f"\n{report.rounds} round(s), {report.schedule} schedule: {elapsed:.2f} s in all, "
           f"{statistics.median(seconds):.3f} s median per round (max {max(seconds):.3f} s)")
     print(f"global sparsity {report.sparsity:.4%} (requested {args.sparsity:.4%}); "
-          f"input-output paths {'intact' if report.paths_connected is not False else 'CUT'}")
+          f"input-output paths {PATH_WORDS[report.paths_connected]}")
+    if report.emptied:
+        print(f"emptied (density 0, not a layer collapse): {', '.join(report.emptied)}")
     tiles = tile_report(model, tile_sizes=(32,)).overall(32)
     print(f"empty 32x32 tiles: {tiles.empty_fraction:.1%} (ideal tile-skipping speedup {tiles.predicted_speedup:.2f}x)")
     if output is not None:

@@ -322,12 +322,14 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
 
 
 def _collapse_note(report: PruneReport) -> str:
-    notes = []
-    if report.collapsed:
-        notes.append("layer collapse: " + ", ".join(report.collapsed))
-    if report.paths_connected is False:
-        notes.append("no input-output path survives")
-    return "; ".join(notes)
+    """``"layer collapse: ..."`` for a disconnected network, ``"emptied: ..."`` for density-0 targets behind a
+    live (or unchecked) path, ``""`` otherwise."""
+    if report.has_collapse:
+        return "layer collapse: " + (", ".join(report.collapsed) or "no input-output path survives")
+    if report.emptied:
+        checked = "" if report.paths_connected else " (paths not checked)"
+        return f"emptied{checked}: " + ", ".join(report.emptied)
+    return ""
 
 
 class _SeedRuns:
