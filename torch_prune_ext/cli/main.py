@@ -215,13 +215,22 @@ def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
     return 0
 
 
-def report_of_checkpoint(path: Path) -> SparsityReport:
-    """The sparsity of a saved checkpoint: ours (model rebuilt) or a raw pruned state dict."""
+def _saved_marks(saved_report: dict[str, Any]) -> dict[str, str] | None:
+    """The table marks of a checkpoint's saved :meth:`PruneReport.to_dict` (``None``: saved before they existed)."""
+    if "emptied" not in saved_report:
+        return None
+    return {**{name: "COLLAPSED" for name in saved_report.get("collapsed", [])},
+            **{name: "emptied" for name in saved_report["emptied"]}}
+
+
+def report_of_checkpoint(path: Path) -> tuple[SparsityReport, dict[str, str] | None]:
+    """The sparsity of a saved checkpoint (ours, model rebuilt, or a raw pruned state dict) and the
+    ``COLLAPSED``/``emptied`` marks its pruning run recorded (``None``: unknown, density-0 tensors are marked)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
         model = get_model(checkpoint["model"], **checkpoint.get("model_kwargs", {}))
         load_pruned_state_dict(model, checkpoint["state_dict"])
-        return sparsity_report(model)
+        return sparsity_report(model), _saved_marks(checkpoint.get("report", {}))
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise PruningError(f"{path} holds neither a torch_prune_ext checkpoint nor a state dict.")
@@ -229,15 +238,15 @@ def report_of_checkpoint(path: Path) -> SparsityReport:
         LayerSparsity(key[:-5], tuple(mask.shape), mask.numel(), int((mask != 0).sum()))
         for key, mask in state.items() if key.endswith("_mask") and isinstance(mask, torch.Tensor)
     ]
-    return SparsityReport(layers)
+    return SparsityReport(layers), None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     if not path.is_file():
         raise PruningError(f"No checkpoint at {path}; pass the file written by 'torch-prune-ext prune'.")
-    report = report_of_checkpoint(path)
-    print(report)
+    report, marks = report_of_checkpoint(path)
+    print(report.table(marks))
     print(f"\nglobal sparsity {report.sparsity:.4%}")
     return 0
 

@@ -15,9 +15,10 @@ Two outcomes of a mask are told apart:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -181,8 +182,40 @@ def sparsity_report(model: nn.Module, targets: Iterable[tuple[nn.Module, str]] |
     return layer_sparsity(resolved, [t.current_mask() for t in resolved])
 
 
-_MEAN_REMOVING_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-                        nn.LocalResponseNorm)
+#: Normalisations that map a constant input to zero: the all-ones probe proves nothing through them.
+_MEAN_REMOVING_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LocalResponseNorm)
+
+
+def _positive_layer_norm(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+    """LayerNorm/GroupNorm in the path probe: ``|gamma| * (x + mean(x))`` over each normalised group.
+
+    Every output entry depends on every input entry of its group, as through the real
+    normalisation, but nothing cancels: the output is zero exactly when the group's input is.
+    """
+    x = args[0]
+    if isinstance(module, nn.LayerNorm):
+        dims = tuple(range(-len(module.normalized_shape), 0))
+        y = x + x.mean(dim=dims, keepdim=True)
+        return y * module.weight if module.weight is not None else y
+    groups = x.reshape(x.shape[0], module.num_groups, -1)
+    y = (groups + groups.mean(dim=-1, keepdim=True)).reshape(x.shape)
+    return y * module.weight.reshape(1, -1, *([1] * (x.dim() - 2))) if module.weight is not None else y
+
+
+@contextlib.contextmanager
+def _probing_norms(model: nn.Module) -> Iterator[None]:
+    """LayerNorm/GroupNorm replaced by :func:`_positive_layer_norm` and torch's fused attention
+    fast path (which bypasses the norm modules) off, inside the ``with`` block."""
+    handles = [m.register_forward_hook(_positive_layer_norm) for m in model.modules()
+               if isinstance(m, (nn.LayerNorm, nn.GroupNorm))]
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        for handle in handles:
+            handle.remove()
 
 
 def paths_connected(
@@ -192,12 +225,13 @@ def paths_connected(
 
     Runs the network on an all-ones input with every target weight replaced by its
     0/1 mask, every other parameter and buffer by its absolute value, biases and
-    BatchNorm shifts/means set to zero, in eval mode and float64: the output is zero
-    exactly when every path through the masked layers is cut (for networks built from
-    linear maps, ReLUs, pooling and normalisation). Returns ``None`` when the model
-    cannot be run that way or uses mean-removing normalisation (LayerNorm, GroupNorm,
-    InstanceNorm), for which an all-ones probe proves nothing. With ``None`` a density-0
-    target is reported as *emptied* (paths not checked), never as a layer collapse.
+    BatchNorm shifts/means set to zero, LayerNorm/GroupNorm by a positive mixing of each
+    normalised group (:func:`_positive_layer_norm`), in eval mode and float64: the output
+    is zero exactly when every path through the masked layers is cut (for networks built
+    from linear maps, ReLUs, pooling, attention and normalisation). Returns ``None`` when
+    the model cannot be run that way or uses InstanceNorm or LocalResponseNorm, for which
+    an all-ones probe proves nothing. With ``None`` a density-0 target is reported as
+    *emptied* (paths not checked), never as a layer collapse.
     """
     def linearise(name: str, tensor: torch.Tensor) -> torch.Tensor:
         if not tensor.is_floating_point():
@@ -216,7 +250,7 @@ def paths_connected(
     fm = FunctionalModel(model, targets, linearise)
     device = targets[0].raw.device
     try:
-        with preserved_state(model), torch.no_grad():
+        with preserved_state(model), torch.no_grad(), _probing_norms(model):
             model.eval()
             out = fm(torch.ones((1, *input_shape), dtype=torch.float64, device=device), weights, ones)
     except Exception as error:  # diagnostic only: never fail a pruning run because of it
