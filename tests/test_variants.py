@@ -31,6 +31,15 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 RECORDED = BENCHMARKS / "results"
 
 
+def accuracy_script():
+    """The module of benchmarks/accuracy.py (it imports its sibling _machine.py)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module("accuracy")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
 @pytest.fixture(scope="module")
 def data():
     return synthetic_classification_data((1, 4, 4), num_classes=3, train_size=96, test_size=48, seed=0)
@@ -117,11 +126,7 @@ def fingerprint(config: CompareConfig, train: int, test: int, shape: list[int]) 
 
 
 def test_recorded_rows_keep_their_hash_and_another_device_does_not_reuse_them():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        accuracy = importlib.import_module("accuracy")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    accuracy = accuracy_script()
     cifar, mnist = accuracy.PRESETS["cifar-resnet20"], accuracy.PRESETS["mnist-lenet"]
     assert cifar.seeds == (0, 1, 2) and cifar.sparsities == (0.893, 0.982)
     assert {"px", "px-running", "px-release-2024", "ntksap", "lnpt"} <= set(cifar.methods)
@@ -159,11 +164,7 @@ def test_merge_keeps_every_run_once_and_the_destination_rows(tmp_path):
 @pytest.fixture
 def tiny_preset(monkeypatch):
     """benchmarks/accuracy.py with one tiny synthetic preset."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        accuracy = importlib.import_module("accuracy")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    accuracy = accuracy_script()
     # loaded by name: synthetic data shaped like the model's default input (784 features)
     config = tiny_config(methods=("magnitude", "random"), seeds=(0, 1), threads=1,
                          model_kwargs={"in_features": 784, "hidden": (8,)})
