@@ -5,10 +5,12 @@ Presets of :func:`torch_prune_ext.evaluation.run_comparison`, two CPU budget run
 * ``mnist-lenet``: LeNet-300-100 on all of MNIST, 90 / 98 / 99.5% sparsity, seeds 0-2,
   10 epochs of SGD (lr 0.05, momentum 0.9, wd 1e-4, cosine), batch 128, 100-image pruning set.
 * ``cifar-resnet20``: ResNet-20 on a fixed 5000-image CIFAR-10 training subset (tested on a
-  fixed 2000-image test subset), 89.3 / 98.2% sparsity, seed 0, 8 epochs of SGD (peak lr 0.05,
-  momentum 0.9, wd 5e-4, one-cycle) with crop + flip, batch 64, 100-image pruning set. About
-  170 s per training run and ~4 min of pruning per sparsity on one thread: ~1 hour in all;
-  ``--time-limit 1800`` runs it in pieces.
+  fixed 2000-image test subset), 89.3 / 98.2% sparsity, seeds 0-2, every method plus the PX
+  variants ``px-running`` and ``px-release-2024`` (skipped with a note until PX accepts their
+  options), 8 epochs of SGD (peak lr 0.05, momentum 0.9, wd 5e-4, one-cycle) with crop + flip,
+  batch 64, 100-image pruning set. About 170 s per training run and ~4 min of pruning per
+  sparsity on one CPU thread; ``--time-limit 1800`` runs it in pieces. The seed-0 rows of the
+  plain methods recorded before the seeds and variants were added keep their recipe hash.
 
 and two GPU runs (prepared, not run yet: no GPU was available to this work), ResNet-20 on all
 of CIFAR-10, data preloaded on the GPU, augmentation on the GPU, channels_last + bf16
@@ -23,12 +25,26 @@ Usage::
     python benchmarks/accuracy.py --preset mnist-lenet
     python benchmarks/accuracy.py --preset cifar-resnet20 --time-limit 1800   # in pieces: rerun to continue
     python benchmarks/accuracy.py --preset cifar-resnet20-gpu-seeds --time-limit 540   # on a GPU machine
+    # the CPU budget preset on a GPU: its rows carry another recipe hash (the device), keep them apart
+    python benchmarks/accuracy.py --preset cifar-resnet20 --device cuda --results-dir benchmarks/results/gpu \
+        --time-limit 240
+    # concurrent parts (disjoint --seeds / --methods, each its own --results-dir), then one report:
+    python benchmarks/accuracy.py --preset cifar-resnet20 --device cuda --seeds 0 --methods px px-running \
+        --results-dir /tmp/part1
+    python benchmarks/accuracy.py --preset cifar-resnet20 --device cuda --results-dir benchmarks/results/gpu \
+        --merge-csv /tmp/part1/accuracy_cifar-resnet20.csv /tmp/part2/accuracy_cifar-resnet20.csv
+
+``--merge-csv`` runs nothing: it merges the parts (and the rows already in the results dir)
+into ``accuracy_<preset>.csv`` of the results dir and writes the report from it; give it the
+parts' ``--device`` so that their recipe hashes match. The data comes from
+``$TORCH_PRUNE_EXT_DATA`` (else ``../shared/data``).
 
 Writes ``benchmarks/results/accuracy_<preset>.csv`` (one row per run, appended as runs finish;
 rerunning the same command skips the finished runs), ``accuracy_<preset>.md`` (mean ± std
 over seeds, with the command, machine and wall time), ``accuracy_<preset>.png`` (accuracy
 against density) and ``accuracy_<preset>_layers.png`` (per-layer densities at the highest
-sparsity). Methods not in ``torch_prune_ext.METHODS`` yet are skipped with a note.
+sparsity). Methods not in ``torch_prune_ext.METHODS`` yet (and variants whose options their
+method does not accept yet) are skipped with a note.
 """
 
 from __future__ import annotations
@@ -50,9 +66,11 @@ from torch_prune_ext.evaluation import (
     CompareConfig,
     TrainRecipe,
     format_text_summary,
+    merge_results,
     run_comparison,
     write_report,
 )
+from torch_prune_ext.methods import METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,8 +86,8 @@ PRESETS: dict[str, CompareConfig] = {
         threads=1,
     ),
     "cifar-resnet20": CompareConfig(
-        model="resnet20", dataset="cifar10", sparsities=(0.893, 0.982), seeds=(0,), per_class=10,
-        train_subset=5000, test_subset=2000,
+        model="resnet20", dataset="cifar10", sparsities=(0.893, 0.982), seeds=(0, 1, 2), per_class=10,
+        methods=(*METHODS, "px-running", "px-release-2024"), train_subset=5000, test_subset=2000,
         recipe=TrainRecipe(epochs=8, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="onecycle",
                            augment=True),
         threads=1,
@@ -85,44 +103,62 @@ PRESETS: dict[str, CompareConfig] = {
 }
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
-    parser.add_argument("--methods", nargs="+", default=None, help="override the methods (default: every method)")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="override the method labels (plain names or variants such as px-running)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
     parser.add_argument("--threads", type=int, default=None, help="override the preset's torch threads (1)")
+    parser.add_argument("--device", default=None, help="override the preset's device (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="start no new run after this long (rerun the same command to continue)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--merge-csv", type=Path, nargs="+", default=None, metavar="CSV",
+                        help="run nothing: merge these CSVs into the results dir's CSV and write the report")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-plots", action="store_true")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return parser.parse_args(argv)
 
+
+def preset_config(args: argparse.Namespace) -> CompareConfig:
+    """The preset with the command line's overrides."""
     changes = {"progress": not args.no_progress}
-    if args.methods:
-        changes["methods"] = tuple(args.methods)
-    if args.seeds:
-        changes["seeds"] = tuple(args.seeds)
-    if args.threads:
-        changes["threads"] = args.threads
-    config = dataclasses.replace(PRESETS[args.preset], **changes)
+    for name in ("methods", "seeds"):
+        if getattr(args, name):
+            changes[name] = tuple(getattr(args, name))
+    for name in ("threads", "device"):
+        if getattr(args, name):
+            changes[name] = getattr(args, name)
+    return dataclasses.replace(PRESETS[args.preset], **changes)
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = preset_config(args)
     stem = args.results_dir / f"accuracy_{args.preset}"
+    if args.merge_csv:
+        rows = merge_results(args.merge_csv, stem.with_suffix(".csv"))
+        print(f"merged {len(rows)} row(s) of {len(args.merge_csv)} part(s) into {stem.with_suffix('.csv')}")
     load_before = os.getloadavg()
     start = time.perf_counter()
-    result = run_comparison(config, csv_path=stem.with_suffix(".csv"), time_limit_s=args.time_limit)
+    result = run_comparison(config, csv_path=stem.with_suffix(".csv"), time_limit_s=0 if args.merge_csv
+                            else args.time_limit)
     wall = time.perf_counter() - start
     load_after = os.getloadavg()
+    argv = sys.argv[1:] if argv is None else argv
     header = [
-        f"command: `{' '.join(shlex.quote(a) for a in ['python', *sys.argv])}`",
+        f"command: `{' '.join(shlex.quote(a) for a in ['python', 'benchmarks/accuracy.py', *argv])}`",
         f"torch {torch.__version__}, Python {platform.python_version()}, {platform.platform()}",
         f"machine: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs); torch threads {config.threads}",
         f"device: {config.device}" + (f" ({torch.cuda.get_device_name(config.device)}, CUDA {torch.version.cuda})"
                                       if torch.device(config.device).type == "cuda" else ""),
         (f"load average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}; after: "
          f"{'/'.join(f'{v:.2f}' for v in load_after)}"),
-        (f"wall time of this call: {wall:.0f} s ({result.new_rows} runs computed, "
+        (f"merged from: {', '.join(map(str, args.merge_csv))} (machine, load and wall time above are the merge's)"
+         if args.merge_csv else
+         f"wall time of this call: {wall:.0f} s ({result.new_rows} runs computed, "
          f"{len(result.rows) - result.new_rows} read from the CSV)"),
     ]
     markdown = write_report(result, stem.with_suffix(".md"), accuracy_plot=stem.with_suffix(".png"),

@@ -381,7 +381,7 @@ def test_layer_collapse_is_flagged_and_warned():
     assert record[0].filename == __file__  # the warning points at the caller
     assert report.collapsed == ["0.weight"]
     assert report.has_collapse
-    assert report.to_dict()["layers"]["collapsed"] == ["0.weight"]
+    assert report.to_dict()["layers"]["empty"] == ["0.weight"] and report.to_dict()["collapsed"] == ["0.weight"]
     assert "0.weight" in str(report).split("\n", 1)[1]
     assert int(model[0].weight_mask.sum()) == 0  # "warn" still prunes
 

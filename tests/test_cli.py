@@ -10,20 +10,31 @@ from pathlib import Path
 import pytest
 import torch
 
+from torch_prune_ext import LayerEmptiedWarning
 from torch_prune_ext.cli.main import main
 from torch_prune_ext.methods import METHODS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def marked_rows(table: str) -> dict[str, str]:
+    """The tensors of a printed per-layer table whose last column is a COLLAPSED/emptied/density 0 mark."""
+    marks = ("COLLAPSED", "emptied", "density 0")
+    return {line.split()[0]: mark for line in table.splitlines() for mark in marks if line.rstrip().endswith(mark)}
+
+
 def test_default_prune_run_end_to_end(tmp_path, capsys):
     checkpoint = tmp_path / "pruned.pt"
     # The defaults (ResNet-20, CIFAR-10, SynFlow, 90%) on the repository's CIFAR fixture, 2 rounds.
-    with pytest.warns(UserWarning, match="layer2.0.shortcut.0.weight"):  # 2 rounds are too few for 90%
+    # 2 rounds are too few for 90%: SynFlow empties a shortcut conv, but the residual branch carries the signal
+    with pytest.warns(LayerEmptiedWarning, match="layer2.0.shortcut.0.weight"):
         code = main(["prune", "--rounds", "2", "--per-class", "1", "--data-root", str(FIXTURES),
                      "--no-progress", "-o", str(checkpoint)])
     out = capsys.readouterr().out
     assert code == 0
+    emptied = {"layer2.0.shortcut.0.weight": "emptied", "layer3.0.shortcut.0.weight": "emptied"}
+    assert marked_rows(out) == emptied
+    assert "input-output paths intact" in out and "emptied (density 0, not a layer collapse)" in out
     assert "synflow on resnet20 (270,896 prunable weights)" in out
     assert "layer3.2.conv2.weight" in out and "total" in out
     assert "global sparsity 89.9999%" in out  # round(0.9 * 270896) = 243806 pruned
@@ -35,6 +46,7 @@ def test_default_prune_run_end_to_end(tmp_path, capsys):
     assert main(["report", str(checkpoint)]) == 0
     report_out = capsys.readouterr().out
     assert "fc.weight" in report_out and "global sparsity 89.9999%" in report_out
+    assert marked_rows(report_out) == emptied
 
 
 def test_prune_mnist_lenet_with_snip(tmp_path, capsys):

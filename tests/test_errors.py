@@ -254,7 +254,8 @@ CASES = [
     Case("collapse-raise-snip", LayerCollapseError, "every weight of 0.weight, 4.weight, 6.weight",
          lambda m, x, y: tpe.global_prune(m, "snip", 1.0, (x, y), on_collapse="raise")),
     Case("collapse-raise-magnitude-one-layer", LayerCollapseError, "every weight of 6.weight",
-         lambda m, x, y: tpe.global_prune(m, "magnitude", 1.0, on_collapse="raise", targets=[(m[6], "weight")])),
+         lambda m, x, y: tpe.global_prune(m, "magnitude", 1.0, on_collapse="raise", targets=[(m[6], "weight")],
+                                         input_shape=(2, 4, 4))),
     Case("collapse-raise-drop-in", LayerCollapseError, "every weight of 0.weight, 4.weight, 6.weight",
          lambda m, x, y: drop_in(m, tpe.SNIP, 1.0, data=(x, y), on_collapse="raise")),
 ]

@@ -500,12 +500,12 @@ def test_resnet20_982_no_layer_emptied_by_default_only(pruned_narrow_resnet20):
     densities = {name: float(module.weight_mask.mean()) for name, module in model.named_modules()
                  if hasattr(module, "weight_mask")}
     if norm == "batch":
-        assert not layers.collapsed
+        assert not layers.empty
         assert min(densities.values()) > 0.0
     else:
         emptied = sorted(name for name, d in densities.items() if d == 0.0)
         assert "layer3.0.conv1" in emptied and "layer3.0.conv2" in emptied  # a whole branch
-        assert set(layers.collapsed) == {f"{name}.weight" for name in emptied}
+        assert set(layers.empty) == {f"{name}.weight" for name in emptied}
 
 
 def test_model_untouched():

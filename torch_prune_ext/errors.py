@@ -1,4 +1,4 @@
-"""Exceptions raised for bad input.
+"""Exceptions raised for bad input, and the two warnings about empty layers.
 
 Every exception here derives from :class:`PruningError` and from the built-in
 exception a Python user would expect (``ValueError`` for a bad value, ``TypeError``
@@ -66,3 +66,13 @@ class DistributedMismatchError(PruningError, RuntimeError):
 
     Raised on every rank at once, before the model is changed.
     """
+
+
+# --------------------------------------------------------------------------- warnings
+class LayerCollapseWarning(UserWarning):
+    """The mask cuts every input-to-output path (``on_collapse="warn"``); the mask is applied."""
+
+
+class LayerEmptiedWarning(UserWarning):
+    """A target is pruned to density 0 but the network is not disconnected (a live skip path,
+    or the path check could not run); warned under ``on_collapse="warn"`` and ``"raise"``."""

@@ -112,7 +112,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="dataset (default: mnist for MLPs, cifar10 otherwise; synthetic: learnable random clusters, "
                         "no files)")
     c.add_argument("--methods", nargs="+", default=None,
-                   help="method names (default: every method; names not implemented yet are skipped with a note)")
+                   help="method names or variant labels such as px-running (default: every method; names that "
+                        "cannot run yet are skipped with a note)")
     c.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.98], help="default 0.9 0.98")
     c.add_argument("--seeds", type=int, nargs="+", default=[0], help="default 0")
     c.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")

@@ -45,6 +45,8 @@ CHECKPOINT_FORMAT = "torch_prune_ext.checkpoint/1"
 #: The dataset each model is pruned with by default.
 DEFAULT_DATASET = {"lenet_300_100": "mnist", "mlp": "mnist", "resnet18": "random"}
 DATASET_CLASSES = {"cifar10": 10, "mnist": 10}
+#: The path check of a pruning run, in words (``PruneReport.paths_connected``).
+PATH_WORDS = {True: "intact", False: "CUT (layer collapse)", None: "not checked"}
 
 
 def needs_of(cls: type[PruningMethod]) -> str:
@@ -192,12 +194,14 @@ def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
     elapsed = time.perf_counter() - start
     if rank != 0:
         return 0
-    print(report.layers)
+    print(report.table())
     seconds = report.round_seconds
     print(f"\n{report.rounds} round(s), {report.schedule} schedule: {elapsed:.2f} s in all, "
           f"{statistics.median(seconds):.3f} s median per round (max {max(seconds):.3f} s)")
     print(f"global sparsity {report.sparsity:.4%} (requested {args.sparsity:.4%}); "
-          f"input-output paths {'intact' if report.paths_connected is not False else 'CUT'}")
+          f"input-output paths {PATH_WORDS[report.paths_connected]}")
+    if report.emptied:
+        print(f"emptied (density 0, not a layer collapse): {', '.join(report.emptied)}")
     tiles = tile_report(model, tile_sizes=(32,)).overall(32)
     print(f"empty 32x32 tiles: {tiles.empty_fraction:.1%} (ideal tile-skipping speedup {tiles.predicted_speedup:.2f}x)")
     if output is not None:
@@ -211,13 +215,22 @@ def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
     return 0
 
 
-def report_of_checkpoint(path: Path) -> SparsityReport:
-    """The sparsity of a saved checkpoint: ours (model rebuilt) or a raw pruned state dict."""
+def _saved_marks(saved_report: dict[str, Any]) -> dict[str, str] | None:
+    """The table marks of a checkpoint's saved :meth:`PruneReport.to_dict` (``None``: saved before they existed)."""
+    if "emptied" not in saved_report:
+        return None
+    return {**{name: "COLLAPSED" for name in saved_report.get("collapsed", [])},
+            **{name: "emptied" for name in saved_report["emptied"]}}
+
+
+def report_of_checkpoint(path: Path) -> tuple[SparsityReport, dict[str, str] | None]:
+    """The sparsity of a saved checkpoint (ours, model rebuilt, or a raw pruned state dict) and the
+    ``COLLAPSED``/``emptied`` marks its pruning run recorded (``None``: unknown, density-0 tensors are marked)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
         model = get_model(checkpoint["model"], **checkpoint.get("model_kwargs", {}))
         load_pruned_state_dict(model, checkpoint["state_dict"])
-        return sparsity_report(model)
+        return sparsity_report(model), _saved_marks(checkpoint.get("report", {}))
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise PruningError(f"{path} holds neither a torch_prune_ext checkpoint nor a state dict.")
@@ -225,15 +238,15 @@ def report_of_checkpoint(path: Path) -> SparsityReport:
         LayerSparsity(key[:-5], tuple(mask.shape), mask.numel(), int((mask != 0).sum()))
         for key, mask in state.items() if key.endswith("_mask") and isinstance(mask, torch.Tensor)
     ]
-    return SparsityReport(layers)
+    return SparsityReport(layers), None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     if not path.is_file():
         raise PruningError(f"No checkpoint at {path}; pass the file written by 'torch-prune-ext prune'.")
-    report = report_of_checkpoint(path)
-    print(report)
+    report, marks = report_of_checkpoint(path)
+    print(report.table(marks))
     print(f"\nglobal sparsity {report.sparsity:.4%}")
     return 0
 

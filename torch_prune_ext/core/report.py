@@ -1,21 +1,31 @@
-"""Reports: real per-layer sparsity, pruning runs, and layer collapse.
+"""Reports: real per-layer sparsity, pruning runs, layer collapse and emptied layers.
 
 Sparsity is read from the ``*_mask`` buffers, never from ``parameters()`` (which
 hold ``weight_orig``, dense).
+
+Two outcomes of a mask are told apart:
+
+* **layer collapse**: every input-to-output path is cut (the network computes a
+  constant); ``on_collapse="raise"`` refuses such a mask.
+* **emptied**: a target at density 0 while a path survives (e.g. a residual branch
+  behind its skip connection, a Transformer feed-forward layer behind the residual
+  stream), or while the path check could not run (see :func:`paths_connected`): it is
+  reported and warned about, never refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import LayerCollapseError
+from ..errors import LayerCollapseError, LayerCollapseWarning, LayerEmptiedWarning
 from .functional import FunctionalModel, preserved_state
 from .targets import Target, resolve_targets
 
@@ -65,9 +75,9 @@ class SparsityReport(_Counts):
     ``str(report)`` is a table; :meth:`to_dict` is JSON-serialisable.
 
     Examples:
-        >>> report = SparsityReport([LayerSparsity("fc.weight", (2, 5), 10, 3)])
-        >>> report.sparsity, report.collapsed
-        (0.7, [])
+        >>> report = SparsityReport([LayerSparsity("fc.weight", (2, 5), 10, 3), LayerSparsity("out.weight", (1, 2), 2, 0)])
+        >>> round(report.sparsity, 4), report.empty
+        (0.75, ['out.weight'])
     """
 
     layers: list[LayerSparsity]
@@ -81,15 +91,40 @@ class SparsityReport(_Counts):
         return sum(layer.kept for layer in self.layers)
 
     @property
-    def collapsed(self) -> list[str]:
-        """Names of tensors with every entry pruned."""
+    def empty(self) -> list[str]:
+        """Names of tensors with every entry pruned (density 0).
+
+        A fact about the masks alone: whether it disconnects the network (layer collapse)
+        or leaves a live path (emptied) is told by :class:`PruneReport`.
+        """
         return [layer.name for layer in self.layers if layer.numel and layer.kept == 0]
 
-    def table(self) -> str:
-        rows = [(l.name, "x".join(map(str, l.shape)), f"{l.numel:,}", f"{l.kept:,}", f"{l.density:.4f}")
+    @property
+    def collapsed(self) -> list[str]:
+        """Deprecated name of :attr:`empty` (density-0 tensors, connected or not); use :attr:`empty`,
+        or :attr:`PruneReport.collapsed` / :attr:`PruneReport.emptied` which tell the two apart."""
+        warnings.warn("SparsityReport.collapsed is deprecated: it lists density-0 tensors (SparsityReport.empty); "
+                      "PruneReport.collapsed and PruneReport.emptied tell a disconnection from an emptied layer.",
+                      DeprecationWarning, stacklevel=2)
+        return self.empty
+
+    def table(self, marks: Mapping[str, str] | None = None) -> str:
+        """The per-tensor table with a total row.
+
+        Args:
+            marks: a word per tensor name for a last ``note`` column (``PruneReport`` passes
+                ``"COLLAPSED"``/``"emptied"``); default ``"density 0"`` for every empty tensor.
+                The column is left out when no tensor is marked.
+        """
+        marks = {name: "density 0" for name in self.empty} if marks is None else marks
+        rows = [[l.name, "x".join(map(str, l.shape)), f"{l.numel:,}", f"{l.kept:,}", f"{l.density:.4f}"]
                 for l in self.layers]
-        rows.append(("total", "", f"{self.numel:,}", f"{self.kept:,}", f"{self.density:.4f}"))
-        return format_table(("tensor", "shape", "numel", "kept", "density"), rows, "llrrr")
+        rows.append(["total", "", f"{self.numel:,}", f"{self.kept:,}", f"{self.density:.4f}"])
+        headers, align = ["tensor", "shape", "numel", "kept", "density"], "llrrr"
+        if marks:
+            rows = [[*row, marks.get(row[0], "") if i < len(self.layers) else ""] for i, row in enumerate(rows)]
+            headers, align = [*headers, "note"], align + "l"
+        return format_table(headers, rows, align)
 
     def __str__(self) -> str:
         return self.table()
@@ -101,7 +136,7 @@ class SparsityReport(_Counts):
             "kept": self.kept,
             "density": self.density,
             "sparsity": self.sparsity,
-            "collapsed": self.collapsed,
+            "empty": self.empty,
         }
 
 
@@ -147,8 +182,40 @@ def sparsity_report(model: nn.Module, targets: Iterable[tuple[nn.Module, str]] |
     return layer_sparsity(resolved, [t.current_mask() for t in resolved])
 
 
-_MEAN_REMOVING_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-                        nn.LocalResponseNorm)
+#: Normalisations that map a constant input to zero: the all-ones probe proves nothing through them.
+_MEAN_REMOVING_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LocalResponseNorm)
+
+
+def _positive_layer_norm(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+    """LayerNorm/GroupNorm in the path probe: ``|gamma| * (x + mean(x))`` over each normalised group.
+
+    Every output entry depends on every input entry of its group, as through the real
+    normalisation, but nothing cancels: the output is zero exactly when the group's input is.
+    """
+    x = args[0]
+    if isinstance(module, nn.LayerNorm):
+        dims = tuple(range(-len(module.normalized_shape), 0))
+        y = x + x.mean(dim=dims, keepdim=True)
+        return y * module.weight if module.weight is not None else y
+    groups = x.reshape(x.shape[0], module.num_groups, -1)
+    y = (groups + groups.mean(dim=-1, keepdim=True)).reshape(x.shape)
+    return y * module.weight.reshape(1, -1, *([1] * (x.dim() - 2))) if module.weight is not None else y
+
+
+@contextlib.contextmanager
+def _probing_norms(model: nn.Module) -> Iterator[None]:
+    """LayerNorm/GroupNorm replaced by :func:`_positive_layer_norm` and torch's fused attention
+    fast path (which bypasses the norm modules) off, inside the ``with`` block."""
+    handles = [m.register_forward_hook(_positive_layer_norm) for m in model.modules()
+               if isinstance(m, (nn.LayerNorm, nn.GroupNorm))]
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        for handle in handles:
+            handle.remove()
 
 
 def paths_connected(
@@ -158,11 +225,13 @@ def paths_connected(
 
     Runs the network on an all-ones input with every target weight replaced by its
     0/1 mask, every other parameter and buffer by its absolute value, biases and
-    BatchNorm shifts/means set to zero, in eval mode and float64: the output is zero
-    exactly when every path through the masked layers is cut (for networks built from
-    linear maps, ReLUs, pooling and normalisation). Returns ``None`` when the model
-    cannot be run that way or uses mean-removing normalisation (LayerNorm, GroupNorm,
-    InstanceNorm), for which an all-ones probe proves nothing.
+    BatchNorm shifts/means set to zero, LayerNorm/GroupNorm by a positive mixing of each
+    normalised group (:func:`_positive_layer_norm`), in eval mode and float64: the output
+    is zero exactly when every path through the masked layers is cut (for networks built
+    from linear maps, ReLUs, pooling, attention and normalisation). Returns ``None`` when
+    the model cannot be run that way or uses InstanceNorm or LocalResponseNorm, for which
+    an all-ones probe proves nothing. With ``None`` a density-0 target is reported as
+    *emptied* (paths not checked), never as a layer collapse.
     """
     def linearise(name: str, tensor: torch.Tensor) -> torch.Tensor:
         if not tensor.is_floating_point():
@@ -181,7 +250,7 @@ def paths_connected(
     fm = FunctionalModel(model, targets, linearise)
     device = targets[0].raw.device
     try:
-        with preserved_state(model), torch.no_grad():
+        with preserved_state(model), torch.no_grad(), _probing_norms(model):
             model.eval()
             out = fm(torch.ones((1, *input_shape), dtype=torch.float64, device=device), weights, ones)
     except Exception as error:  # diagnostic only: never fail a pruning run because of it
@@ -205,12 +274,23 @@ class PruneReport:
         round_seconds: wall time of every round.
         paths_connected: whether an input-output path survives (``None``: not checked).
 
+    Collapse and emptied layers (``layers.empty`` are the density-0 targets):
+
+    * :attr:`has_collapse`: ``paths_connected is False``, every input-output path is cut.
+    * :attr:`collapsed`: the density-0 targets of a collapsed network (empty otherwise; a
+      network can also collapse with no empty target, through scattered cuts).
+    * :attr:`emptied`: the density-0 targets of a network that is not known to be cut: a
+      path survives, or the path check did not run (``paths_connected is None``, e.g. with
+      LayerNorm/GroupNorm): an emptied layer is never reported as a collapse unchecked.
+
     Examples:
         >>> import torch_prune_ext as tpe
         >>> net = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
         >>> report = tpe.global_prune(net, "magnitude", 0.5, input_shape=(6,))
         >>> report.method, report.sparsity, report.paths_connected, "0.weight" in str(report)
         ('magnitude', 0.5, True, True)
+        >>> report.has_collapse, report.collapsed, report.emptied
+        (False, [], [])
     """
 
     method: str
@@ -230,27 +310,43 @@ class PruneReport:
         return self.layers.density
 
     @property
+    def has_collapse(self) -> bool:
+        """Whether every input-to-output path is cut (layer collapse)."""
+        return self.paths_connected is False
+
+    @property
     def collapsed(self) -> list[str]:
-        return self.layers.collapsed
+        """The density-0 targets when the network is disconnected, else ``[]``."""
+        return self.layers.empty if self.has_collapse else []
+
+    @property
+    def emptied(self) -> list[str]:
+        """The density-0 targets when the network is not known to be disconnected, else ``[]``."""
+        return [] if self.has_collapse else self.layers.empty
 
     @property
     def total_seconds(self) -> float:
         return sum(self.round_seconds)
 
-    @property
-    def has_collapse(self) -> bool:
-        return bool(self.collapsed) or self.paths_connected is False
+    def layer_marks(self) -> dict[str, str]:
+        """``"COLLAPSED"`` or ``"emptied"`` for every density-0 target (the table's note column)."""
+        return {**{name: "COLLAPSED" for name in self.collapsed}, **{name: "emptied" for name in self.emptied}}
+
+    def table(self) -> str:
+        """The per-target table, density-0 targets marked ``COLLAPSED`` or ``emptied``."""
+        return self.layers.table(self.layer_marks())
 
     def __str__(self) -> str:
         lines = [
             f"{self.method}: sparsity {self.sparsity:.4%} (requested {self.sparsity_requested:.4%}), "
             f"{self.rounds} round(s), {self.schedule} schedule, {self.total_seconds:.2f} s",
-            str(self.layers),
+            self.table(),
         ]
-        if self.collapsed:
-            lines.append(f"COLLAPSED (density 0): {', '.join(self.collapsed)}")
-        if self.paths_connected is False:
-            lines.append("DISCONNECTED: no input-to-output path survives the mask")
+        if self.has_collapse:
+            lines.append("LAYER COLLAPSE: no input-to-output path survives the mask"
+                         + (f" (density 0: {', '.join(self.collapsed)})" if self.collapsed else ""))
+        if self.emptied:
+            lines.append(f"emptied (density 0, {_path_state(self.paths_connected)}): {', '.join(self.emptied)}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -263,8 +359,30 @@ class PruneReport:
             "round_seconds": list(self.round_seconds),
             "total_seconds": self.total_seconds,
             "paths_connected": self.paths_connected,
+            "has_collapse": self.has_collapse,
+            "collapsed": self.collapsed,
+            "emptied": self.emptied,
             **{"layers": self.layers.to_dict()},
         }
+
+
+def _path_state(connected: bool | None) -> str:
+    """How an emptied layer's surroundings were checked, in words."""
+    return "input-output paths survive" if connected else "input-output paths not checked"
+
+
+def flat_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """``(in_features,)`` when the model's first module with parameters is a ``Linear``, else ``None``.
+
+    The path check's guess of one example's shape when none is given (a wrong guess makes
+    the probe fail, which leaves the check unknown).
+
+    Examples:
+        >>> flat_input_shape(nn.Sequential(nn.Flatten(), nn.Linear(12, 3))), flat_input_shape(nn.Conv2d(3, 4, 3))
+        ((12,), None)
+    """
+    first = next((m for m in model.modules() if next(m.parameters(recurse=False), None) is not None), None)
+    return (first.in_features,) if isinstance(first, nn.Linear) else None
 
 
 def check_collapse(
@@ -275,33 +393,36 @@ def check_collapse(
     policy: str,
     method: str,
 ) -> tuple[SparsityReport, bool | None]:
-    """Detect layer collapse under ``masks`` and act on it.
+    """Detect layer collapse (every input-output path cut) and emptied targets under ``masks``; act on them.
 
     Args:
         model, targets, masks: the network, its targets and the proposed masks.
-        input_shape: shape of one example, for the path check (``None`` skips it).
-        policy: ``"warn"`` (a ``UserWarning``), ``"raise"`` (:class:`LayerCollapseError`,
-            raised before anything is applied) or ``"ignore"``.
-        method: the method's name, for the message.
+        input_shape: shape of one example, for the path check; ``None``: :func:`flat_input_shape`
+            of the model, and without one the check is skipped.
+        policy: ``"warn"`` (a :class:`~torch_prune_ext.errors.LayerCollapseWarning` for a
+            collapse, a :class:`~torch_prune_ext.errors.LayerEmptiedWarning` for emptied
+            targets), ``"raise"`` (:class:`LayerCollapseError` for a collapse, raised before
+            anything is applied; emptied targets are still warned about) or ``"ignore"``.
+        method: the method's name, for the messages.
 
     Returns:
         The per-target sparsity and whether an input-output path survives (``None``: unknown).
     """
     layers = layer_sparsity(targets, masks)
+    input_shape = input_shape if input_shape is not None else flat_input_shape(model)
     connected = paths_connected(model, targets, masks, input_shape) if input_shape is not None else None
-    if policy != "ignore" and (layers.collapsed or connected is False):
-        problems = []
-        if layers.collapsed:
-            problems.append(f"prunes every weight of {', '.join(layers.collapsed)} (layer collapse)")
-        if connected is False:
-            problems.append("cuts every input-to-output path")
-        elif connected:
-            problems.append("input-to-output paths survive")
-        message = (
-            f"{method} at sparsity {layers.sparsity:.4%} {'; '.join(problems)}. "
-            "Lower the sparsity or use more rounds; on_collapse='ignore' silences this."
-        )
+    if policy == "ignore":
+        return layers, connected
+    where = f"{method} at sparsity {layers.sparsity:.4%}"
+    if connected is False:
+        empty = f" (every weight of {', '.join(layers.empty)} is pruned)" if layers.empty else ""
+        message = (f"{where} cuts every input-to-output path{empty}: layer collapse. Lower the sparsity or use "
+                   "more rounds; on_collapse='ignore' silences this.")
         if policy == "raise":
             raise LayerCollapseError(message + " Nothing was pruned.")
-        warnings.warn(message, UserWarning, stacklevel=3)
+        warnings.warn(message, LayerCollapseWarning, stacklevel=3)
+    elif layers.empty:
+        warnings.warn(
+            f"{where} prunes every weight of {', '.join(layers.empty)} ({_path_state(connected)}): emptied, not "
+            "a layer collapse. on_collapse='ignore' silences this.", LayerEmptiedWarning, stacklevel=3)
     return layers, connected

@@ -53,8 +53,9 @@ class PruningOptions:
             the global RNG is never used nor advanced.
         generator: a ``torch.Generator`` to use instead of ``seed``.
         input_shape: shape of one example, for methods that need no data.
-        on_collapse: what to do when the final mask disconnects the network:
-            ``"warn"``, ``"raise"`` (nothing is pruned) or ``"ignore"``.
+        on_collapse: what to do when the final mask disconnects the network (layer
+            collapse): ``"warn"``, ``"raise"`` (nothing is pruned) or ``"ignore"``. A target
+            emptied behind a live skip path is warned about under ``"warn"`` and ``"raise"``.
         progress: show a tqdm progress bar over the rounds.
         granularity: ``"element"`` (default), ``"block"`` or ``"hybrid"``: rank whole
             ``block_size`` tiles of each weight's GEMM view (``core/blocks.py``), so that the

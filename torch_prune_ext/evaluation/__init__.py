@@ -41,18 +41,20 @@ from .recipe import (
     make_scheduler,
     train_model,
 )
-from .results import CSV_COLUMNS, DENSE, ResultsFile, RunResult, read_results
+from .results import CSV_COLUMNS, DENSE, ResultsFile, RunResult, merge_results, read_results
 from .summary import (
     CellSummary,
     accuracy_markdown_table,
     format_markdown,
     format_text_summary,
+    per_seed_markdown_table,
     percent_label,
     plot_accuracy_vs_density,
     plot_layer_densities,
     summarize,
     write_report,
 )
+from .variants import VARIANTS, MethodVariant, method_of, options_of
 
 __all__ = [
     "CSV_COLUMNS",
@@ -71,12 +73,18 @@ __all__ = [
     "RunResult",
     "TrainRecipe",
     "TrainResult",
+    "VARIANTS",
+    "MethodVariant",
     "accuracy_markdown_table",
     "evaluate_accuracy",
     "format_markdown",
     "format_text_summary",
     "load_classification_data",
     "make_scheduler",
+    "merge_results",
+    "method_of",
+    "options_of",
+    "per_seed_markdown_table",
     "percent_label",
     "plot_accuracy_vs_density",
     "plot_layer_densities",

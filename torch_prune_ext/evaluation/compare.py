@@ -57,6 +57,7 @@ from ..models import MODELS, get_model, input_shape_of
 from .datasets import ClassificationData, load_classification_data
 from .recipe import TrainRecipe, is_plain_int, evaluate_accuracy, train_model
 from .results import DENSE, ResultsFile, RunKey, RunResult
+from .variants import METHOD_OPTIONS, VARIANTS, method_of, options_of, split_methods, variant_identity
 
 logger = logging.getLogger("torch_prune_ext")
 
@@ -73,38 +74,11 @@ __all__ = [
 #: Bumped when the protocol changes in a way that changes the numbers (part of the recipe hash).
 HARNESS_VERSION = 1
 
-#: Options given to a method besides the pruning batch and the seed. LNPT scores the
-#: classifier with the distillation loss (``classifier="kd"``) so that it prunes the same
-#: targets as every other method (every Conv/Linear weight) and the sparsities compare.
-#: Methods with a ``teacher`` option also get the seed's trained dense model as ``teacher=``.
-METHOD_OPTIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
-    "lnpt": MappingProxyType({"classifier": "kd"}),
-})
-
 #: Accepted values of :attr:`CompareConfig.on_collapse`.
 ON_COLLAPSE = ("ignore", "warn", "raise")
 
 #: Batch size of the test-set evaluation.
 EVAL_BATCH_SIZE = 1000
-
-
-def split_methods(names: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Split method names into those of :data:`torch_prune_ext.METHODS` and the unknown rest.
-
-    Args:
-        names: method names (case-insensitive).
-
-    Returns:
-        ``(available, skipped)``: the known names in lower case and the others as given,
-        both in the given order.
-
-    Examples:
-        >>> split_methods(("SNIP", "iunet", "synflow"))
-        (('snip', 'synflow'), ('iunet',))
-    """
-    available = tuple(name.lower() for name in names if name.lower() in METHODS)
-    skipped = tuple(name for name in names if name.lower() not in METHODS)
-    return available, skipped
 
 
 def _as_tuple(value: object, label: str) -> tuple[Any, ...]:
@@ -118,8 +92,8 @@ class CompareConfig:
     """What to compare and how (every field is validated on construction).
 
     Fields that change the numbers (model, its arguments, the data, the pruning-set size,
-    ``on_collapse``, the recipe) enter :meth:`recipe_hash`; the lists of methods,
-    sparsities and seeds only choose which runs to do, and ``threads``, ``device``,
+    ``on_collapse``, the recipe, a device other than the CPU) enter :meth:`recipe_hash`; the
+    lists of methods, sparsities and seeds only choose which runs to do, and ``threads``,
     ``data_root`` and ``progress`` how.
 
     Attributes:
@@ -129,8 +103,10 @@ class CompareConfig:
             :func:`~torch_prune_ext.evaluation.datasets.load_classification_data`), or the
             ``name`` of the :class:`~torch_prune_ext.evaluation.datasets.ClassificationData`
             passed to :func:`run_comparison`.
-        methods: method names; default every name of :data:`torch_prune_ext.METHODS`. Names
-            not in it are skipped with a note (and run once they exist).
+        methods: method labels: names of :data:`torch_prune_ext.METHODS` or of the variants of
+            :data:`~torch_prune_ext.evaluation.variants.VARIANTS` (e.g. ``"px-running"``, a row of
+            its own); default every name of :data:`torch_prune_ext.METHODS`. Labels that cannot
+            run yet are skipped with a note (and run once they can).
         sparsities: target sparsities, each in (0, 1).
         seeds: seeds; one initialisation, one pruning split and one data order per seed.
         recipe: the :class:`~torch_prune_ext.evaluation.recipe.TrainRecipe` of every run.
@@ -146,7 +122,8 @@ class CompareConfig:
         threads: ``torch.set_num_threads`` during the comparison (``None``: unchanged).
         device: where models are pruned, trained and tested (``"cpu"``, ``"cuda"``); the
             data is moved there once (preloaded: full CIFAR-10 takes 0.6 GB in float32), so
-            batches and their augmentation never leave the device.
+            batches and their augmentation never leave the device. A device type other than
+            ``"cpu"`` enters the recipe hash: rows of one device are never reused by another.
         data_root: folder of the ``.npz`` files (``None``: ``$TORCH_PRUNE_EXT_DATA`` or ``../shared/data``).
         progress: tqdm bars over runs and epochs.
 
@@ -246,16 +223,19 @@ class CompareConfig:
             problems.append(f"device must name a torch device such as 'cpu' or 'cuda', got {self.device!r}")
         return problems
 
-    def recipe_hash_of(self, data_fingerprint: Mapping[str, Any]) -> str:
+    def recipe_hash_of(self, data_fingerprint: Mapping[str, Any], method: str | None = None) -> str:
         """The short hash of everything besides a run's key that affects its numbers.
 
         Args:
             data_fingerprint: the data's identity
                 (:meth:`ClassificationData.fingerprint <torch_prune_ext.evaluation.datasets.ClassificationData.fingerprint>`).
+            method: a method label; a variant's base method and options enter its hash
+                (plain names and ``None`` give the comparison's hash).
 
         Returns:
             10 hex digits of a SHA-256 over the harness version, model and its arguments,
-            data, pruning-set size, ``on_collapse``, the method options and the recipe.
+            data, pruning-set size, ``on_collapse``, the method options, the recipe, the
+            device type unless ``"cpu"``, and the variant of ``method``.
         """
         identity = {
             "harness": HARNESS_VERSION,
@@ -267,12 +247,23 @@ class CompareConfig:
             "method_options": {name: dict(options) for name, options in METHOD_OPTIONS.items()},
             "recipe": self.recipe.identity(),
         }
+        device = torch.device(self.device).type
+        if device != "cpu":  # the CPU rows recorded before devices were told apart keep their hash
+            identity["device"] = device
+        variant = variant_identity(method) if method is not None else None
+        if variant is not None:
+            identity["variant"] = variant
         text = json.dumps(identity, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
-    def recipe_hash(self, data: ClassificationData) -> str:
-        """:meth:`recipe_hash_of` the given data."""
-        return self.recipe_hash_of(data.fingerprint())
+    def recipe_hash(self, data: ClassificationData, method: str | None = None) -> str:
+        """:meth:`recipe_hash_of` the given data (and method label)."""
+        return self.recipe_hash_of(data.fingerprint(), method)
+
+    def recipe_hashes(self, data: ClassificationData) -> dict[str, str]:
+        """The recipe hash of the dense row and of every method label and variant, by label."""
+        labels = {DENSE, *(m.lower() for m in self.methods), *VARIANTS}
+        return {label: self.recipe_hash(data, label) for label in labels}
 
 
 @dataclass(frozen=True)
@@ -282,7 +273,8 @@ class ComparisonResult:
     Attributes:
         config: the configuration.
         data: a one-line description of the data.
-        recipe_hash: the hash every row of this comparison carries.
+        recipe_hash: the hash every row of this comparison carries, except variant rows
+            (:meth:`CompareConfig.recipe_hash` of their label).
         rows: the rows of the configuration's runs (read from the CSV or just computed),
             in run order: per seed the dense row, then every sparsity × method.
         skipped_methods: requested names that are not in :data:`torch_prune_ext.METHODS`.
@@ -322,22 +314,24 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
 
 
 def _collapse_note(report: PruneReport) -> str:
-    notes = []
-    if report.collapsed:
-        notes.append("layer collapse: " + ", ".join(report.collapsed))
-    if report.paths_connected is False:
-        notes.append("no input-output path survives")
-    return "; ".join(notes)
+    """``"layer collapse: ..."`` for a disconnected network, ``"emptied: ..."`` for density-0 targets behind a
+    live (or unchecked) path, ``""`` otherwise."""
+    if report.has_collapse:
+        return "layer collapse: " + (", ".join(report.collapsed) or "no input-output path survives")
+    if report.emptied:
+        checked = "" if report.paths_connected else " (paths not checked)"
+        return f"emptied{checked}: " + ", ".join(report.emptied)
+    return ""
 
 
 class _SeedRuns:
     """The runs of one seed: its initialisation, pruning batch and (on demand) trained dense model."""
 
-    def __init__(self, config: CompareConfig, data: ClassificationData, seed: int, recipe_hash: str) -> None:
+    def __init__(self, config: CompareConfig, data: ClassificationData, seed: int, hashes: Mapping[str, str]) -> None:
         self.config = config
         self.data = data
         self.seed = seed
-        self.recipe_hash = recipe_hash
+        self.hashes = hashes
         self.device = torch.device(config.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -354,7 +348,7 @@ class _SeedRuns:
         for timing in ("prune_seconds", "train_seconds"):
             values[timing] = round(values[timing], 4)
         return RunResult(model=self.config.model, dataset=self.data.name, method=method, sparsity=sparsity,
-                         seed=self.seed, recipe=self.recipe_hash, **values)
+                         seed=self.seed, recipe=self.hashes[method], **values)
 
     def _train_and_test(self, model: nn.Module) -> tuple[float, float, float]:
         """Train with the recipe; return (test accuracy, train seconds, last-epoch loss)."""
@@ -385,20 +379,20 @@ class _SeedRuns:
         logger.info("seed %d: training the dense model as the teacher (its row is not part of this call)", self.seed)
         return self.dense()[1]
 
-    def _options(self, method: str) -> dict[str, Any]:
-        options = dict(METHOD_OPTIONS.get(method, {}))
-        if "teacher" in {f.name for f in dataclasses.fields(METHODS[method].Config)}:
+    def _options(self, label: str) -> dict[str, Any]:
+        options = options_of(label)
+        if "teacher" in {f.name for f in dataclasses.fields(METHODS[method_of(label)].Config)}:
             options["teacher"] = self.teacher()
         return options
 
     def pruned(self, method: str, sparsity: float) -> RunResult:
-        """Prune a copy of the initialisation with ``method``, train and test it."""
+        """Prune a copy of the initialisation with the method (or variant) labelled ``method``, train and test it."""
         options = self._options(method)
         model = copy.deepcopy(self.init_model)
         start = time.perf_counter()
         try:
-            report = global_prune(model, method, sparsity, data=self.pruning_data, seed=self.seed, progress=False,
-                                  on_collapse=self.config.on_collapse, **options)
+            report = global_prune(model, method_of(method), sparsity, data=self.pruning_data, seed=self.seed,
+                                  progress=False, on_collapse=self.config.on_collapse, **options)
         except PruningError as error:
             logger.warning("%s at sparsity %g, seed %d failed: %s", method, sparsity, self.seed, error)
             return self._row(method, sparsity, test_accuracy=math.nan, prune_seconds=time.perf_counter() - start,
@@ -472,26 +466,28 @@ def run_comparison(
     data = data.to(config.device)
     methods, skipped = split_methods(config.methods)
     for name in skipped:
-        logger.warning("Skipping method %r: it is not in torch_prune_ext.METHODS (yet); it will run once it exists.",
-                       name)
-    recipe_hash = config.recipe_hash(data)
+        logger.warning("Skipping method %r: it cannot run yet (not in torch_prune_ext.METHODS, or a variant whose "
+                       "options its method does not accept); it will run once it can.", name)
+    hashes = config.recipe_hashes(data)
+    recipe_hash = hashes[DENSE]
     store = ResultsFile(csv_path) if csv_path is not None else None
     existing = list(store.rows) if store is not None else []
-    done: dict[RunKey, RunResult] = {row.key: row for row in existing if row.recipe == recipe_hash}
-    ignored = sum(row.recipe != recipe_hash for row in existing)
+    done: dict[RunKey, RunResult] = {row.key: row for row in existing
+                                     if row.recipe == hashes.get(row.method, recipe_hash)}
+    ignored = len(existing) - len(done)
     if ignored:
-        logger.warning("%s: ignoring %d row(s) of other settings (recipe hash other than %s)", csv_path, ignored,
-                       recipe_hash)
+        logger.warning("%s: ignoring %d row(s) of other settings (recipe hash other than %s, or duplicates)",
+                       csv_path, ignored, recipe_hash)
 
     def key(seed: int, method: str, sparsity: float) -> RunKey:
-        return (config.model, data.name, method, sparsity, seed, recipe_hash)
+        return (config.model, data.name, method, sparsity, seed, hashes.get(method, recipe_hash))
 
     plan = _planned_runs(config, methods)
     pending = [run for run in plan if key(*run) not in done]
     logger.info("comparison %s on %s: %d run(s), %d already in %s", recipe_hash, data.describe(), len(plan),
                 len(plan) - len(pending), csv_path)
     deadline = None if time_limit_s is None else start + float(time_limit_s)
-    new_rows = _run_pending(config, data, recipe_hash, pending, store, on_row, done, key, deadline)
+    new_rows = _run_pending(config, data, hashes, pending, store, on_row, done, key, deadline)
     rows = tuple(done[key(*run)] for run in plan if key(*run) in done)
     left = len(plan) - len(rows)
     if left:
@@ -503,7 +499,7 @@ def run_comparison(
 def _run_pending(
     config: CompareConfig,
     data: ClassificationData,
-    recipe_hash: str,
+    hashes: Mapping[str, str],
     pending: Sequence[tuple[int, str, float]],
     store: ResultsFile | None,
     on_row: Callable[[RunResult], None] | None,
@@ -519,9 +515,9 @@ def _run_pending(
     with _torch_threads(config.threads), tqdm(total=len(pending), desc="compare", disable=not config.progress) as bar:
         for seed in config.seeds:
             runs = [(method, sparsity) for s, method, sparsity in pending if s == seed]
-            if not runs:
+            if not runs or (deadline is not None and time.perf_counter() >= deadline):
                 continue
-            seed_runs = _SeedRuns(config, data, seed, recipe_hash)
+            seed_runs = _SeedRuns(config, data, seed, hashes)
             for method, sparsity in runs:
                 if deadline is not None and time.perf_counter() >= deadline:
                     return count

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from ..errors import InvalidOptionError
 
 logger = logging.getLogger("torch_prune_ext")
 
-__all__ = ["CSV_COLUMNS", "DENSE", "ResultsFile", "RunKey", "RunResult", "read_results"]
+__all__ = ["CSV_COLUMNS", "DENSE", "ResultsFile", "RunKey", "RunResult", "merge_results", "read_results"]
 
 #: The method name of the unpruned baseline row (sparsity 0).
 DENSE = "dense"
@@ -171,6 +171,59 @@ def _csv_text(rows: Iterable[RunResult], header: bool) -> str:
     return buffer.getvalue()
 
 
+def _write_atomically(path: Path, rows: Iterable[RunResult]) -> None:
+    """Write a whole CSV (header and ``rows``) through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(_csv_text(rows, header=True))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def merge_results(parts: Sequence[str | os.PathLike[str]], destination: str | os.PathLike[str]) -> list[RunResult]:
+    """Merge comparison CSVs (e.g. written by concurrent processes, one per subset of seeds or methods).
+
+    Args:
+        parts: the CSVs to merge; a missing one is an error.
+        destination: the merged CSV, rewritten atomically; rows already in it are kept
+            (it counts as the first part), so merging again is harmless.
+
+    Returns:
+        The merged rows: every distinct run key once, the first occurrence kept (a run
+        recorded twice with another accuracy is logged).
+
+    Raises:
+        InvalidOptionError: a part does not exist or has other columns.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     for seed in (0, 1):
+        ...         ResultsFile(f"{folder}/part{seed}.csv").append(
+        ...             RunResult("m", "d", "dense", 0.0, seed, 0.5, 0.0, 1.0, 1.0, {}, 0.7, "h"))
+        ...     merged = merge_results([f"{folder}/part0.csv", f"{folder}/part1.csv"], f"{folder}/all.csv")
+        ...     [row.seed for row in merged], len(read_results(f"{folder}/all.csv"))
+        ([0, 1], 2)
+    """
+    missing = [str(part) for part in parts if not Path(part).is_file()]
+    if missing:
+        raise InvalidOptionError(f"No CSV to merge at {', '.join(missing)}; pass the files the parts wrote.")
+    merged: dict[RunKey, RunResult] = {}
+    for part in [destination, *parts]:
+        for row in read_results(part):
+            kept = merged.setdefault(row.key, row)
+            if kept is not row and kept.test_accuracy != row.test_accuracy:
+                logger.warning("%s: run %s recorded twice (accuracy %s and %s); keeping the first", part, row.key,
+                               kept.test_accuracy, row.test_accuracy)
+    rows = list(merged.values())
+    _write_atomically(Path(destination), rows)
+    return rows
+
+
 class ResultsFile:
     """An append-only comparison CSV: read the finished rows, append each new row at once.
 
@@ -205,14 +258,7 @@ class ResultsFile:
         return {row.key for row in self.rows}
 
     def _rewrite(self) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(_csv_text(self.rows, header=True))
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_atomically(self.path, self.rows)
 
     def append(self, row: RunResult) -> None:
         """Append one row (writing the header first for a new file), flushed to disk."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.report import format_table
 from ..errors import MissingDependencyError
 from .results import DENSE, RunResult
+from .variants import METHOD_OPTIONS, VARIANTS
 
 if TYPE_CHECKING:
     from .compare import ComparisonResult
@@ -30,6 +31,7 @@ __all__ = [
     "accuracy_markdown_table",
     "format_markdown",
     "format_text_summary",
+    "per_seed_markdown_table",
     "percent_label",
     "plot_accuracy_vs_density",
     "plot_layer_densities",
@@ -175,6 +177,37 @@ def accuracy_markdown_table(cells: Sequence[CellSummary], digits: int = 2) -> st
     return _markdown(*_pivot(cells, lambda c: c.accuracy_text(digits, expected)))
 
 
+def per_seed_markdown_table(rows: Sequence[RunResult], digits: int = 2) -> str:
+    """Every run's test accuracy (%): a line per (method, sparsity), a column per seed, then mean ± std.
+
+    A failed run shows ``failed``, a run not done yet is blank; a run with a note (emptied or
+    collapsed layers, an error) is marked ``*`` (the notes list them).
+
+    Examples:
+        >>> rows = [RunResult("m", "d", "snip", 0.9, seed, acc, 0.1, 1.0, 0.1, {}, 0.2, "h", note)
+        ...         for seed, acc, note in ((0, 0.96, ""), (1, 0.98, "emptied: fc.weight"))]
+        >>> print(per_seed_markdown_table(rows))
+        | method | sparsity | seed 0 | seed 1 | mean ± std |
+        |---|---|---|---|---|
+        | snip | 90% | 96.00 | 98.00* | 97.00 ± 1.41 |
+    """
+    seeds = sorted({row.seed for row in rows})
+    by_key = {(row.method, row.sparsity, row.seed): row for row in rows}
+
+    def run_text(row: RunResult | None) -> str:
+        if row is None:
+            return ""
+        text = "failed" if row.failed else f"{100 * row.test_accuracy:.{digits}f}"
+        return text + ("*" if row.note else "")
+
+    lines = []
+    for cell in summarize(rows):
+        sparsity = "dense" if cell.method == DENSE else percent_label(cell.sparsity)
+        lines.append([cell.method, sparsity, *(run_text(by_key.get((cell.method, cell.sparsity, seed)))
+                                               for seed in seeds), cell.accuracy_text(digits)])
+    return _markdown(["method", "sparsity", *(f"seed {seed}" for seed in seeds), "mean ± std"], lines)
+
+
 def _dense_text(cells: Sequence[CellSummary]) -> str | None:
     dense = [c for c in cells if c.method == DENSE]
     if not dense:
@@ -200,8 +233,6 @@ def format_text_summary(result: ComparisonResult) -> str:
 
 
 def _notes(result: ComparisonResult) -> list[str]:
-    from .compare import METHOD_OPTIONS
-
     notes = []
     if result.skipped_methods:
         notes.append(f"Skipped, not in `torch_prune_ext.METHODS` yet (they run automatically once they exist): "
@@ -211,6 +242,9 @@ def _notes(result: ComparisonResult) -> list[str]:
         if method in used:
             listed = ", ".join(f"{k}={v!r}" for k, v in options.items())
             notes.append(f"`{method}` options: {listed}; its teacher is the seed's trained dense model.")
+    for label, variant in VARIANTS.items():
+        if label in used:
+            notes.append(f"`{label}`: {variant.describe()} (a variant; its rows carry their own recipe hash).")
     if result.pending_runs:
         notes.append(f"**Partial results:** {result.pending_runs} run(s) of this configuration are not done yet; "
                      "run the same command again to continue.")
@@ -260,6 +294,8 @@ def format_markdown(
         lines += [f"Dense (unpruned, same recipe) test accuracy (%): **{dense}**", ""]
     if pruned:
         lines += ["Test accuracy (%), mean ± sample std over seeds:", "", accuracy_markdown_table(cells), ""]
+        lines += ["Test accuracy (%) of every seed (`*`: the run has a note, listed below):", "",
+                  per_seed_markdown_table(result.rows), ""]
         lines += ["Mean pruning time (s):", "",
                   _markdown(*_pivot(cells, lambda c: f"{c.prune_seconds:.2f}")), ""]
     notes = _notes(result)
