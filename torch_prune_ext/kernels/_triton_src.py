@@ -2,7 +2,9 @@
 
 Importing this module imports triton. ``TRITON_INTERPRET=1`` must be set before that to run the
 kernels on CPU tensors (tests do it in ``tests/conftest.py``). Without triton the module defines
-nothing (``KERNELS_DEFINED`` is False).
+nothing (``KERNELS_DEFINED`` is False). Every ``tl.dot`` takes its ``input_precision`` from the
+``PRECISION`` constexpr that the launcher picks (``triton_kernels.dot_precision``): ``"ieee"`` for fp32
+unless TF32 was asked for.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ if KERNELS_DEFINED:
     def bsr_forward_kernel(
         x_ptr, values_ptr, row_ptr_ptr, col_idx_ptr, bias_ptr, y_ptr,
         M, N, K, stride_xm, stride_ym,
-        HAS_BIAS: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BLOCK_M: tl.constexpr,
+        HAS_BIAS: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
     ):
         """y[m_tile, n_block] = sum over stored blocks of the row: x[m_tile, k_block] @ values[p]^T (+ b)."""
         pid_m = tl.program_id(0)
@@ -57,7 +59,7 @@ if KERNELS_DEFINED:
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                         mask=m_ok[:, None] & (offs_k[None, :] < K), other=0.0)
             w = tl.load(values_ptr + p * BN * BK + tl.arange(0, BN)[:, None] * BK + offs_bk[None, :])
-            acc += tl.dot(x, tl.trans(w))
+            acc += tl.dot(x, tl.trans(w), input_precision=PRECISION)
         if HAS_BIAS:
             b = tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0)
             acc += b.to(tl.float32)[None, :]
@@ -69,7 +71,7 @@ if KERNELS_DEFINED:
     def bsr_grad_input_kernel(
         g_ptr, values_ptr, col_ptr_ptr, col_row_idx_ptr, col_perm_ptr, dx_ptr,
         M, N, K, stride_gm, stride_dxm,
-        BN: tl.constexpr, BK: tl.constexpr, BLOCK_M: tl.constexpr,
+        BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
     ):
         """dx[m_tile, k_block] = sum over stored blocks of the column: g[m_tile, n_block] @ values[p]."""
         pid_m = tl.program_id(0)
@@ -88,7 +90,7 @@ if KERNELS_DEFINED:
             g = tl.load(g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :],
                         mask=m_ok[:, None] & (offs_n[None, :] < N), other=0.0)
             w = tl.load(values_ptr + p * BN * BK + offs_bn[:, None] * BK + tl.arange(0, BK)[None, :])
-            acc += tl.dot(g, w)
+            acc += tl.dot(g, w, input_precision=PRECISION)
         tl.store(dx_ptr + offs_m[:, None] * stride_dxm + offs_k[None, :], acc.to(dx_ptr.dtype.element_ty),
                  mask=m_ok[:, None] & (offs_k[None, :] < K))
 
@@ -97,7 +99,7 @@ if KERNELS_DEFINED:
     def bsr_grad_weight_kernel(
         g_ptr, x_ptr, row_idx_ptr, col_idx_ptr, mask_values_ptr, dw_ptr,
         M, N, K, stride_gm, stride_xm,
-        BN: tl.constexpr, BK: tl.constexpr, BLOCK_M: tl.constexpr,
+        BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
     ):
         """dvalues[p] = (g[:, n_block]^T @ x[:, k_block]) * mask_block, only for stored blocks."""
         p = tl.program_id(0)
@@ -113,7 +115,7 @@ if KERNELS_DEFINED:
                         mask=m_ok[:, None] & (offs_n[None, :] < N), other=0.0)
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                         mask=m_ok[:, None] & (offs_k[None, :] < K), other=0.0)
-            acc += tl.dot(tl.trans(g), x)
+            acc += tl.dot(tl.trans(g), x, input_precision=PRECISION)
         blk = p * BN * BK + tl.arange(0, BN)[:, None] * BK + tl.arange(0, BK)[None, :]
         mvals = tl.load(mask_values_ptr + blk)
         acc = acc * mvals.to(tl.float32)
