@@ -166,8 +166,8 @@ def forward(
     Returns:
         ``(M, N)`` output in ``x``'s dtype.
     """
+    check_kernel_input(x)  # before importing triton: TRITON_INTERPRET is read at that import
     src = _src()
-    check_kernel_input(x)
     x = x.contiguous()
     m, k = x.shape
     n = bsw.shape[0]
@@ -198,8 +198,8 @@ def grad_input(
     Returns:
         ``(M, K)`` input gradient.
     """
-    src = _src()
     check_kernel_input(g, "g")
+    src = _src()
     g = g.contiguous()
     m, n = g.shape
     k = bsw.shape[1]
@@ -227,8 +227,8 @@ def grad_weight(g: torch.Tensor, x: torch.Tensor, bsw: BlockSparseWeight, *, all
     Returns:
         ``(nnzb, b_n, b_k)`` gradient of the kept blocks, in ``x``'s dtype.
     """
-    src = _src()
     check_kernel_input(x)
+    src = _src()
     g, x = g.contiguous(), x.contiguous()
     m, n = g.shape
     k = x.shape[1]
