@@ -124,12 +124,17 @@ def test_conv_kernels_fp32_random_shapes(problem):
     run_case("cpu", torch.float32, **problem)
 
 
-@needs_interpreter
-@pytest.mark.parametrize("dtype", [torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.skip(BF16_INTERPRETER))])
-@settings(max_examples=15, deadline=None)
+@pytest.mark.parametrize("device,dtype", [
+    pytest.param("cpu", torch.float16, marks=needs_interpreter),
+    pytest.param("cpu", torch.bfloat16, marks=pytest.mark.skip(BF16_INTERPRETER)),
+    pytest.param("cuda", torch.float32, marks=needs_cuda),
+    pytest.param("cuda", torch.float16, marks=needs_cuda),
+    pytest.param("cuda", torch.bfloat16, marks=needs_cuda),
+])
+@settings(max_examples=20, deadline=None)
 @given(problem=conv_problems)
-def test_conv_kernels_half_random_shapes(dtype, problem):
-    run_case("cpu", dtype, **problem)
+def test_conv_kernels_random_shapes_per_device_and_dtype(device, dtype, problem):
+    run_case(device, dtype, **problem)
 
 
 @needs_interpreter
@@ -225,15 +230,7 @@ def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
                                torch.zeros(1, 16, 16), None)
 
 
-# ---------------------------------------------------------------- CUDA (the GPU suite runs these)
-@needs_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@settings(max_examples=25, deadline=None)
-@given(problem=conv_problems)
-def test_cuda_conv_kernels_random_shapes(dtype, problem):
-    run_case("cuda", dtype, **problem)
-
-
+# ---------------------------------------------------------------- CUDA (the GPU suite runs these; random shapes above)
 @needs_cuda
 @pytest.mark.parametrize("block", [16, 32, 64, (64, 32)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ._triton_src import INTERPRETED, KERNELS_DEFINED, _configs
 
 if KERNELS_DEFINED:
+    from ._triton_src import stored_block_offsets
     import triton
     import triton.language as tl
 
@@ -78,10 +79,7 @@ if KERNELS_DEFINED:
         """partial[split, q] = G[rows of split, o_block]ᵀ @ X_col[rows of split, k_block] (fp32), stored blocks only."""
         q = tl.program_id(0)
         split = tl.program_id(1)
-        rb = tl.load(row_idx_ptr + q)
-        cb = tl.load(col_idx_ptr + q)
-        offs_o = rb * BN + tl.arange(0, BN)
-        offs_k = cb * BK + tl.arange(0, BK)
+        offs_o, offs_k = stored_block_offsets(row_idx_ptr, col_idx_ptr, q, BN, BK)
         acc = tl.zeros((BN, BK), dtype=tl.float32)
         first = split * ROWS_PER_SPLIT
         for p0 in range(first, tl.minimum(first + ROWS_PER_SPLIT, P), BLOCK_M):

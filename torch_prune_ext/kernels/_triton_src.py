@@ -36,6 +36,13 @@ def _configs() -> list:
 
 if KERNELS_DEFINED:
 
+    @triton.jit
+    def stored_block_offsets(row_idx_ptr, col_idx_ptr, q, BN: tl.constexpr, BK: tl.constexpr):
+        """Row offsets ``(BN,)`` and column offsets ``(BK,)`` in the weight matrix of the q-th stored block."""
+        rb = tl.load(row_idx_ptr + q)
+        cb = tl.load(col_idx_ptr + q)
+        return rb * BN + tl.arange(0, BN), cb * BK + tl.arange(0, BK)
+
     @triton.autotune(configs=_configs(), key=["M", "N", "K", "BN", "BK"])
     @triton.jit
     def bsr_forward_kernel(
@@ -103,10 +110,7 @@ if KERNELS_DEFINED:
     ):
         """dvalues[p] = (g[:, n_block]^T @ x[:, k_block]) * mask_block, only for stored blocks."""
         p = tl.program_id(0)
-        rb = tl.load(row_idx_ptr + p)
-        cb = tl.load(col_idx_ptr + p)
-        offs_n = rb * BN + tl.arange(0, BN)
-        offs_k = cb * BK + tl.arange(0, BK)
+        offs_n, offs_k = stored_block_offsets(row_idx_ptr, col_idx_ptr, p, BN, BK)
         acc = tl.zeros((BN, BK), dtype=tl.float32)
         for m0 in range(0, M, BLOCK_M):
             offs_m = m0 + tl.arange(0, BLOCK_M)
