@@ -8,6 +8,11 @@ and bf16, and on realistic layers.
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -114,6 +119,22 @@ def test_launchers_pass_the_chosen_precision(monkeypatch, dtype, allow_tf32, exp
     triton_conv.conv2d_grad_weight(xc, xc, bsw, geometry, allow_tf32=allow_tf32)
     for name, fake in fakes.items():
         assert [launch["PRECISION"] for launch in fake.launches] == [expected], name
+
+
+def test_fp32_kernels_compile_to_ieee_fma_and_tf32_to_tensor_cores_on_hopper():
+    """What the interpreter cannot show: compiled for sm_90, IEEE fp32 dots avoid TF32 tensor cores."""
+    if not HAS_TRITON or importlib.util.find_spec("triton.backends.nvidia") is None:
+        pytest.skip("triton's CUDA backend is not installed")
+    script = pathlib.Path(__file__).with_name("hopper_ptx.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(script.parent.parent)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    uses_mma = json.loads(done.stdout.strip().splitlines()[-1])
+    for kernel in ("linear_forward", "conv_forward"):
+        assert uses_mma[f"{kernel}/fp32/ieee"] is False, kernel
+        assert uses_mma[f"{kernel}/fp32/tf32"] is True, kernel
+        assert uses_mma[f"{kernel}/bf16/tf32"] is True, kernel
 
 
 # ---------------------------------------------------------------- interpreter (CPU tensors)
