@@ -2,7 +2,9 @@
 
 Importing this module imports triton. ``TRITON_INTERPRET=1`` must be set before that to run the
 kernels on CPU tensors (tests do it in ``tests/conftest.py``). Without triton the module defines
-nothing (``KERNELS_DEFINED`` is False).
+nothing (``KERNELS_DEFINED`` is False). Every ``tl.dot`` takes its ``input_precision`` from the
+``PRECISION`` constexpr that the launcher picks (``triton_kernels.dot_precision``): ``"ieee"`` for fp32
+unless TF32 was asked for.
 """
 
 from __future__ import annotations
@@ -34,12 +36,19 @@ def _configs() -> list:
 
 if KERNELS_DEFINED:
 
+    @triton.jit
+    def stored_block_offsets(row_idx_ptr, col_idx_ptr, q, BN: tl.constexpr, BK: tl.constexpr):
+        """Row offsets ``(BN,)`` and column offsets ``(BK,)`` in the weight matrix of the q-th stored block."""
+        rb = tl.load(row_idx_ptr + q)
+        cb = tl.load(col_idx_ptr + q)
+        return rb * BN + tl.arange(0, BN), cb * BK + tl.arange(0, BK)
+
     @triton.autotune(configs=_configs(), key=["M", "N", "K", "BN", "BK"])
     @triton.jit
     def bsr_forward_kernel(
         x_ptr, values_ptr, row_ptr_ptr, col_idx_ptr, bias_ptr, y_ptr,
         M, N, K, stride_xm, stride_ym,
-        HAS_BIAS: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BLOCK_M: tl.constexpr,
+        HAS_BIAS: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
     ):
         """y[m_tile, n_block] = sum over stored blocks of the row: x[m_tile, k_block] @ values[p]^T (+ b)."""
         pid_m = tl.program_id(0)
@@ -57,7 +66,7 @@ if KERNELS_DEFINED:
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                         mask=m_ok[:, None] & (offs_k[None, :] < K), other=0.0)
             w = tl.load(values_ptr + p * BN * BK + tl.arange(0, BN)[:, None] * BK + offs_bk[None, :])
-            acc += tl.dot(x, tl.trans(w))
+            acc += tl.dot(x, tl.trans(w), input_precision=PRECISION)
         if HAS_BIAS:
             b = tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0)
             acc += b.to(tl.float32)[None, :]
@@ -69,7 +78,7 @@ if KERNELS_DEFINED:
     def bsr_grad_input_kernel(
         g_ptr, values_ptr, col_ptr_ptr, col_row_idx_ptr, col_perm_ptr, dx_ptr,
         M, N, K, stride_gm, stride_dxm,
-        BN: tl.constexpr, BK: tl.constexpr, BLOCK_M: tl.constexpr,
+        BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
     ):
         """dx[m_tile, k_block] = sum over stored blocks of the column: g[m_tile, n_block] @ values[p]."""
         pid_m = tl.program_id(0)
@@ -88,7 +97,7 @@ if KERNELS_DEFINED:
             g = tl.load(g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :],
                         mask=m_ok[:, None] & (offs_n[None, :] < N), other=0.0)
             w = tl.load(values_ptr + p * BN * BK + offs_bn[:, None] * BK + tl.arange(0, BK)[None, :])
-            acc += tl.dot(g, w)
+            acc += tl.dot(g, w, input_precision=PRECISION)
         tl.store(dx_ptr + offs_m[:, None] * stride_dxm + offs_k[None, :], acc.to(dx_ptr.dtype.element_ty),
                  mask=m_ok[:, None] & (offs_k[None, :] < K))
 
@@ -97,14 +106,11 @@ if KERNELS_DEFINED:
     def bsr_grad_weight_kernel(
         g_ptr, x_ptr, row_idx_ptr, col_idx_ptr, mask_values_ptr, dw_ptr,
         M, N, K, stride_gm, stride_xm,
-        BN: tl.constexpr, BK: tl.constexpr, BLOCK_M: tl.constexpr,
+        BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
     ):
         """dvalues[p] = (g[:, n_block]^T @ x[:, k_block]) * mask_block, only for stored blocks."""
         p = tl.program_id(0)
-        rb = tl.load(row_idx_ptr + p)
-        cb = tl.load(col_idx_ptr + p)
-        offs_n = rb * BN + tl.arange(0, BN)
-        offs_k = cb * BK + tl.arange(0, BK)
+        offs_n, offs_k = stored_block_offsets(row_idx_ptr, col_idx_ptr, p, BN, BK)
         acc = tl.zeros((BN, BK), dtype=tl.float32)
         for m0 in range(0, M, BLOCK_M):
             offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -113,7 +119,7 @@ if KERNELS_DEFINED:
                         mask=m_ok[:, None] & (offs_n[None, :] < N), other=0.0)
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                         mask=m_ok[:, None] & (offs_k[None, :] < K), other=0.0)
-            acc += tl.dot(tl.trans(g), x)
+            acc += tl.dot(tl.trans(g), x, input_precision=PRECISION)
         blk = p * BN * BK + tl.arange(0, BN)[:, None] * BK + tl.arange(0, BK)[None, :]
         mvals = tl.load(mask_values_ptr + blk)
         acc = acc * mvals.to(tl.float32)
