@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import torch_prune_ext as tpe
-from torch_prune_ext.core.blocks import as_matrix, block_sums, tile_statistics
+from torch_prune_ext.core.blocks import as_matrix, block_sums, from_matrix, tile_statistics
 from torch_prune_ext.core.ranking import rank_and_mask
 from torch_prune_ext.core.targets import resolve_targets
 
@@ -68,7 +68,7 @@ def brute_force_block_ranking(scores, n_prune_blocks_elements, bn, bk):
             mask[lowest] = False
             window[:] = mask.reshape(window.shape)
             left = 0
-    return [k.reshape(s.shape) for k, s in zip(keep, scores)]
+    return [from_matrix(k, s.shape) for k, s in zip(keep, scores)]
 
 
 @settings(max_examples=25, deadline=None)
@@ -184,6 +184,21 @@ def test_conv_blocks_use_the_gemm_view():
     [mask] = rank_and_mask([target], [scores], [torch.ones_like(conv.weight)], 4 * 36, granularity="block",
                            block_size=(4, 36))
     assert torch.equal(mask[:4], torch.zeros(4, 4, 3, 3)) and torch.equal(mask[4:], torch.ones(4, 4, 3, 3))
+
+
+def test_conv_blocks_are_tap_major_tiles():
+    """A (4, 4) block of a conv with 4 input channels is 4 output x all 4 input channels at ONE tap."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3, bias=False)
+    tpe.global_prune(conv, "magnitude", 12 / 18, granularity="block", block_size=(4, 4))  # 12 of 18 tiles
+    mask = conv.weight_mask.bool()
+    assert int(mask.sum()) == 6 * 16
+    per_tap = mask.reshape(2, 4, 4, 9)  # (out block, out, in, tap)
+    uniform = per_tap.all(dim=(1, 2)) | ~per_tap.any(dim=(1, 2))
+    assert bool(uniform.all())  # every (out block, tap) is kept or pruned whole
+    assert int(per_tap.all(dim=(1, 2)).sum()) == 6
+    stats = tile_statistics("w", conv.weight_mask, 4)
+    assert (stats.tiles, stats.empty) == (18, 18 - int(per_tap.all(dim=(1, 2)).sum()))
 
 
 @pytest.mark.parametrize("options, phrase", [

@@ -1,7 +1,9 @@
 """Blocks of a weight: block scores, block-aware ranking, and empty-tile statistics.
 
 A weight is seen as the matrix a GEMM multiplies: ``(out_features, in_features)`` for a
-Linear, ``(out_channels, in_channels * kernel)`` for a convolution (the implicit-GEMM view).
+Linear, the tap-major ``(out_channels, kh·kw·in_channels)`` for a convolution
+(:func:`~torch_prune_ext.kernels.conv_layout.gemm_view`: a tile is ``b_n`` output channels by
+``b_k`` input channels at one kernel tap, the tile the conv kernels skip).
 A block is a ``b_n x b_k`` tile of that matrix; edge blocks may be smaller. Tensor cores work
 on whole tiles, so only zeros that fill whole tiles make a pruned layer faster
 (``specs/kernel.md``).
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidOptionError
+from ..kernels.conv_layout import from_gemm_view, gemm_view
 
 GRANULARITIES = ("element", "block", "hybrid")
 
@@ -30,8 +33,34 @@ def check_block_size(block_size: Sequence[int]) -> tuple[int, int]:
 
 
 def as_matrix(tensor: torch.Tensor) -> torch.Tensor:
-    """The GEMM view of a weight: ``(shape[0], numel / shape[0])`` (a 1-D tensor is one row)."""
+    """The GEMM view of a weight (a 1-D tensor is one row).
+
+    A 4-D conv weight ``(O, C, kh, kw)`` gives the tap-major ``(O, kh·kw·C)`` (column
+    ``(r·kw + s)·C + c``); any other tensor gives ``(shape[0], numel / shape[0])``.
+
+    Examples:
+        >>> as_matrix(torch.zeros(8, 3, 2, 2)).shape, as_matrix(torch.zeros(5)).shape
+        (torch.Size([8, 12]), torch.Size([1, 5]))
+        >>> w = torch.arange(8.).reshape(1, 2, 2, 2)
+        >>> as_matrix(w).tolist()   # channels 0 and 1 at tap (0, 0), then at tap (0, 1), ...
+        [[0.0, 4.0, 1.0, 5.0, 2.0, 6.0, 3.0, 7.0]]
+    """
+    if tensor.dim() == 4:
+        return gemm_view(tensor)
     return tensor.reshape(1, -1) if tensor.dim() < 2 else tensor.reshape(tensor.shape[0], -1)
+
+
+def from_matrix(matrix: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse of :func:`as_matrix`: the tensor of ``shape`` whose GEMM view is ``matrix``.
+
+    Examples:
+        >>> w = torch.randn(4, 3, 3, 3)
+        >>> torch.equal(from_matrix(as_matrix(w), w.shape), w)
+        True
+    """
+    if len(shape) == 4:
+        return from_gemm_view(matrix, shape)
+    return matrix.reshape(shape)
 
 
 def block_sums(matrix: torch.Tensor, block_size: tuple[int, int]) -> torch.Tensor:
@@ -98,7 +127,7 @@ def _prune_blocks(
             tile_alive = tile_alive.clone().reshape(-1)
             tile_alive[lowest] = False
             matrix_alive[window] = tile_alive.reshape(matrix_alive[window].shape)
-        new_alive.append(matrix_alive.reshape(live.shape))
+        new_alive.append(from_matrix(matrix_alive, live.shape))
         offset += size
     return new_alive
 
@@ -155,7 +184,7 @@ class TileStatistics:
 
 
 def tile_statistics(name: str, mask: torch.Tensor, tile: int) -> TileStatistics:
-    """Count the all-zero ``tile x tile`` tiles of a mask's GEMM view."""
+    """Count the all-zero ``tile x tile`` tiles of a mask's GEMM view (tap-major for conv weights, see :func:`as_matrix`)."""
     counts = block_sums(as_matrix(mask != 0).to(torch.float32), (tile, tile))
     return TileStatistics(name, tile, counts.numel(), int((counts == 0).sum()))
 
@@ -205,6 +234,10 @@ class TileReport:
 
 def tile_report(model: nn.Module, tile_sizes: Sequence[int] = (16, 32, 64)) -> TileReport:
     """Empty tiles of every mask in ``model`` (read from the ``*_mask`` buffers) at each tile size.
+
+    Tiles are counted on each mask's GEMM view (:func:`as_matrix`): ``(out, in)`` for a Linear and
+    the tap-major ``(out, kh·kw·in)`` for a conv, where a tile is ``b_n`` output by ``b_k`` input
+    channels at one kernel tap: the tiles the conv kernels of ``accelerate`` skip.
 
     Args:
         model: a model pruned with ``torch.nn.utils.prune`` (unpruned tensors are skipped).

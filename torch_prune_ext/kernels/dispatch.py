@@ -12,7 +12,10 @@ A crossover table is a dict (or a JSON file) like the shipped ``crossover_cpu.js
 * CUDA: a 2:4 mask in fp16/bf16 -> ``"semi_structured"``; otherwise the block size with the lowest
   block density that is below its threshold -> ``"triton"``; otherwise ``"dense"``.
 * CPU: a block size (square; 64x32 is also 32x32) under its BSR threshold -> ``"bsr"``; else element
-  density under the CSR threshold -> ``"csr"``; else ``"dense"``. (Triton on CPU is the interpreter:
+  density under the CSR threshold -> ``"csr"``; else ``"dense"``.
+* Conv2d (:func:`make_conv_plan`): the density of tap-major tiles (``conv_layout.gemm_view``) against
+  ``conv_max_block_density`` (CPU, ``"tap"``, measured by ``benchmarks/conv_crossover.py``) or
+  ``triton_conv_max_block_density`` (CUDA, ``"triton"``); otherwise ``"dense"``. The reason is kept. (Triton on CPU is the interpreter:
   only when asked for with ``backend="triton"``.)
 
 Without triton, or without CUDA, ``"triton"`` is never chosen automatically.
@@ -32,17 +35,27 @@ from typing import Any
 import torch
 
 from ..errors import InvalidOptionError, MissingDependencyError
+from .conv import ConvPlan
+from .conv_layout import ConvGeometry, gemm_view
 from .cpu import CpuSparsePlan
+from .cpu_conv import TapConvPlan, tap_occupancy
 from .format import BlockSparseWeight, block_occupancy
 from .function import LayerPlan
 from .triton_kernels import triton_available
 
-__all__ = ["BACKENDS", "DEFAULT_TABLE_PATH", "choose_backend", "is_2_4", "load_table", "make_plan"]
+__all__ = ["BACKENDS", "CONV_BACKENDS", "DEFAULT_TABLE_PATH", "choose_backend", "choose_conv_backend", "is_2_4",
+           "load_table", "make_conv_plan", "make_plan"]
 
 logger = logging.getLogger("torch_prune_ext")
 
 #: Backends accepted by :func:`make_plan` (``"auto"`` asks the table).
 BACKENDS = ("auto", "dense", "triton", "csr", "bsr", "semi_structured")
+
+#: Backends accepted by :func:`make_conv_plan` for ``nn.Conv2d`` layers.
+CONV_BACKENDS = ("auto", "dense", "tap", "triton")
+
+#: Compute dtypes of the sparse conv backends (CPU ``"tap"`` upcasts fp16/bf16 to fp32).
+CONV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 #: The CPU crossover table shipped with the package (measured by ``benchmarks/masked_matmul.py``).
 DEFAULT_TABLE_PATH = Path(__file__).with_name("crossover_cpu.json")
@@ -51,13 +64,15 @@ _FALLBACK_CUDA = {
     # Not measured yet (no GPU available when this was written): conservative guesses from the
     # anchors in the spec (torch's Triton BSR beats dense above ~90% sparsity at 32, ~60% at 64).
     "triton_max_block_density": {"16": 0.1, "32": 0.3, "64": 0.5},
+    "triton_conv_max_block_density": {"32": 0.3, "64": 0.5},
     "semi_structured": True,
 }
 
 
 @functools.lru_cache(maxsize=1)
 def _default_table() -> dict[str, Any]:
-    table: dict[str, Any] = {"cpu": {"csr_max_density": 0.05, "bsr_max_block_density": {"16": 0.1, "32": 0.2, "64": 0.2}}}
+    table: dict[str, Any] = {"cpu": {"csr_max_density": 0.05, "bsr_max_block_density": {"16": 0.1, "32": 0.2, "64": 0.2},
+                                     "conv_max_block_density": {"32": 0.15}}}
     if DEFAULT_TABLE_PATH.exists():
         table = json.loads(DEFAULT_TABLE_PATH.read_text())
     table.setdefault("cuda", _FALLBACK_CUDA)
@@ -78,7 +93,7 @@ def load_table(table: Mapping[str, Any] | str | os.PathLike | None = None) -> di
 
     Examples:
         >>> sorted(load_table({"cpu": {"csr_max_density": 0.5}})["cpu"])
-        ['bsr_max_block_density', 'csr_max_density']
+        ['bsr_max_block_density', 'conv_max_block_density', 'csr_max_density']
     """
     base = copy.deepcopy(_default_table())
     if table is None:
@@ -120,6 +135,16 @@ def _block_densities(mask: torch.Tensor, sizes: tuple[int, ...]) -> dict[int, fl
     return {b: float(block_occupancy(mask, b).float().mean()) for b in sizes}
 
 
+def _thresholds(section: Mapping[str, Any], key: str) -> dict[int, float]:
+    return {int(b): float(t) for b, t in section.get(key, {}).items()}
+
+
+def _best_block(densities: Mapping[int, float], thresholds: Mapping[int, float]) -> int | None:
+    """The block size whose density is furthest below its crossover threshold (None: none is below)."""
+    below = {b: d / thresholds[b] for b, d in densities.items() if d <= thresholds[b]}
+    return min(below, key=lambda b: (below[b], b)) if below else None
+
+
 def choose_backend(
     mask: torch.Tensor,
     device: torch.device | str,
@@ -154,22 +179,14 @@ def choose_backend(
             return "semi_structured", None
         if not triton_available(device):
             return "dense", None
-        thresholds = {int(b): float(t) for b, t in cuda.get("triton_max_block_density", {}).items()}
-        best = None
-        for b, d_b in _block_densities(mask, tuple(sorted(thresholds))).items():
-            if d_b <= thresholds[b] and (best is None or d_b / thresholds[b] < best[1]):
-                best = (b, d_b / thresholds[b])
-        return ("triton", best[0]) if best else ("dense", None)
+        thresholds = _thresholds(cuda, "triton_max_block_density")
+        best = _best_block(_block_densities(mask, tuple(sorted(thresholds))), thresholds)
+        return ("triton", best) if best else ("dense", None)
     cpu = tab.get("cpu", {})
-    thresholds = {int(b): float(t) for b, t in cpu.get("bsr_max_block_density", {}).items()}
-    best = None
-    for b, d_b in _block_densities(mask, tuple(sorted(thresholds))).items():
-        if n % b or k % b:
-            continue
-        if d_b <= thresholds[b] and (best is None or d_b / thresholds[b] < best[1]):
-            best = (b, d_b / thresholds[b])
+    thresholds = {b: t for b, t in _thresholds(cpu, "bsr_max_block_density").items() if not (n % b or k % b)}
+    best = _best_block(_block_densities(mask, tuple(sorted(thresholds))), thresholds)
     if best:
-        return "bsr", best[0]
+        return "bsr", best
     if density <= float(cpu.get("csr_max_density", 0.0)):
         return "csr", None
     return "dense", None
@@ -270,3 +287,117 @@ def semi_structured_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     lead = x.shape[:-1]
     y = torch.nn.functional.linear(x.reshape(-1, x.shape[-1]), plan._values, bias.to(x.dtype) if bias is not None else None)
     return y.reshape(*lead, y.shape[-1])
+
+
+def choose_conv_backend(
+    mask: torch.Tensor,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    table: Mapping[str, Any] | None = None,
+) -> tuple[str, int | None, str]:
+    """Pick the backend and tile size of one conv layer from the crossover table, and say why.
+
+    Args:
+        mask: ``(O, C, kh, kw)`` element mask.
+        device: where the layer runs.
+        dtype: compute dtype.
+        table: crossover table (see :func:`load_table`); None = default.
+
+    Returns:
+        ``(backend, block_size, reason)``: ``"tap"`` (CPU) or ``"triton"`` (CUDA) when the tile density is
+        below the table's crossover at some tile size, else ``"dense"``.
+
+    Examples:
+        >>> m = torch.zeros(64, 64, 3, 3); m[:32, :32, 1, 1] = 1     # 1 tile of 36
+        >>> choose_conv_backend(m, "cpu", table={"cpu": {"conv_max_block_density": {"32": 0.1}}})
+        ('tap', 32, 'tile density 0.028 <= 0.1 at 32x32 (crossover table)')
+        >>> choose_conv_backend(torch.ones(64, 64, 3, 3), "cpu", table={"cpu": {"conv_max_block_density": {"32": 0.15}}})[::2]
+        ('dense', 'tile density 1.000 > 0.15 at 32x32: dense is faster')
+    """
+    tab = load_table(table)
+    device = torch.device(device)
+    if dtype not in CONV_DTYPES:
+        return "dense", None, f"dtype {dtype} has no sparse conv path (float32; float16/bfloat16)"
+    if device.type == "cuda":
+        if not triton_available(device):
+            return "dense", None, "triton is not available on this CUDA device"
+        backend, thresholds = "triton", _thresholds(tab.get("cuda", {}), "triton_conv_max_block_density")
+        densities = _block_densities(gemm_view(mask), tuple(sorted(thresholds)))
+    else:
+        backend, thresholds = "tap", _thresholds(tab.get("cpu", {}), "conv_max_block_density")
+        densities = {b: float(tap_occupancy(mask, b).float().mean()) for b in sorted(thresholds)}
+    if not thresholds:
+        return "dense", None, f"the crossover table has no conv section for {device.type}"
+    best = _best_block(densities, thresholds)
+    if best is None:
+        text = ", ".join(f"{d:.3f} > {thresholds[b]:g} at {b}x{b}" for b, d in densities.items())
+        return "dense", None, f"tile density {text}: dense is faster"
+    return backend, best, f"tile density {densities[best]:.3f} <= {thresholds[best]:g} at {best}x{best} (crossover table)"
+
+
+def _forced_conv_backend(backend: str, device: torch.device, dtype: torch.dtype) -> tuple[str, str]:
+    """A forced conv backend that can run here (logged fallbacks), or an error for an unsupported dtype."""
+    if backend != "dense" and dtype not in CONV_DTYPES:
+        raise InvalidOptionError(
+            f"conv backend {backend!r} does not support dtype {dtype}; use float32 (or float16/bfloat16), or backend='dense'."
+        )
+    if backend == "triton" and not triton_available(device):
+        logger.info("triton conv kernels unavailable on %s; falling back", device)
+        backend = "tap" if device.type == "cpu" else "dense"
+        return backend, f"forced 'triton' is unavailable on {device.type}: {backend}"
+    if backend == "tap" and device.type != "cpu":
+        logger.info("CPU conv backend 'tap' requested on %s; using dense", device)
+        return "dense", f"forced 'tap' runs on CPU only: dense on {device.type}"
+    return backend, "forced"
+
+
+def make_conv_plan(
+    mask: torch.Tensor,
+    geometry: ConvGeometry,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    backend: str = "auto",
+    block_size: int | tuple[int, int] | None = None,
+    table: Mapping[str, Any] | None = None,
+) -> ConvPlan:
+    """Build the :class:`~torch_prune_ext.kernels.conv.ConvPlan` of one conv layer.
+
+    Args:
+        mask: ``(O, C, kh, kw)`` element mask (moved to ``device``).
+        geometry: the layer's :class:`ConvGeometry`.
+        device: where the layer runs.
+        dtype: compute dtype.
+        backend: one of :data:`CONV_BACKENDS`; ``"auto"`` uses the table.
+        block_size: tile side when forced (default: the table's pick or 32).
+        table: crossover table.
+
+    Returns:
+        The plan (``plan.reason`` says why its backend was chosen).
+
+    Raises:
+        InvalidOptionError: unknown backend, or a forced sparse backend with an unsupported dtype.
+
+    Examples:
+        >>> g = ConvGeometry.of(torch.nn.Conv2d(8, 8, 3))
+        >>> plan = make_conv_plan(torch.ones(8, 8, 3, 3), g, "cpu")
+        >>> plan.backend, make_conv_plan(torch.ones(8, 8, 3, 3), g, "cpu", backend="tap").backend
+        ('dense', 'tap')
+    """
+    if backend not in CONV_BACKENDS:
+        raise InvalidOptionError(f"conv backend={backend!r} is unknown; use one of {', '.join(CONV_BACKENDS)}.")
+    device = torch.device(device)
+    mask = (mask != 0).to(device=device, dtype=torch.float32)
+    if backend == "auto":
+        backend, chosen, reason = choose_conv_backend(mask, device, dtype, table)
+        block = block_size or chosen
+    else:
+        (backend, reason), block = _forced_conv_backend(backend, device, dtype), block_size
+    b = block or 32
+    b = b if isinstance(b, int) else min(b)
+    if backend == "tap":
+        return ConvPlan("tap", mask, geometry, reason, tap=TapConvPlan.build(mask.cpu(), geometry, b))
+    if backend == "triton":
+        matrix = gemm_view(mask)
+        bsw = BlockSparseWeight.from_dense(torch.zeros_like(matrix), matrix, b)
+        return ConvPlan("triton", mask, geometry, reason, gemm=LayerPlan("triton", matrix, bsw.block_size, bsw=bsw))
+    return ConvPlan("dense", mask, geometry, reason)

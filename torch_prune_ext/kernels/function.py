@@ -9,6 +9,7 @@ is dense-shaped and exactly zero at masked entries, so masked weights stay zero 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 
@@ -39,19 +40,21 @@ class LayerPlan:
     _values_key: tuple | None = None
     _values: torch.Tensor | None = None
 
-    def values(self, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def values(self, weight: torch.Tensor, dtype: torch.dtype, view: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Kept blocks of ``weight`` in ``dtype``, cached while the weight is unchanged (triton backend).
 
         Args:
-            weight: ``(N, K)`` weight.
+            weight: ``(N, K)`` weight (or a tensor whose ``view`` is).
             dtype: compute dtype.
+            view: maps ``weight`` to the ``(N, K)`` matrix (e.g. ``conv_layout.gemm_view``); None = as is.
 
         Returns:
             ``(nnzb, b_n, b_k)`` values.
         """
         key = (weight.data_ptr(), weight._version, dtype)
         if self._values_key != key or self._values is None:
-            self._values = self.bsw.gather(weight.detach()).to(dtype).contiguous()
+            matrix = weight.detach() if view is None else view(weight.detach())
+            self._values = self.bsw.gather(matrix).to(dtype).contiguous()
             self._values_key = key
         return self._values
 
