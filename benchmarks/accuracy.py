@@ -18,6 +18,9 @@ autocast, 30 epochs of one-cycle SGD (peak lr 0.1, momentum 0.9, wd 5e-4, batch 
   98.2%), seed 0;
 * ``cifar-resnet20-gpu-seeds``: 95.6 / 98.2%, seeds 0-2.
 
+and ``smoke``, a seconds-long check of the harness on synthetic data (``benchmarks/gpu_suite.py
+--dry-run`` launches it the way it launches the real presets).
+
 Usage::
 
     python benchmarks/accuracy.py --preset mnist-lenet
@@ -82,6 +85,13 @@ PRESETS: dict[str, CompareConfig] = {
         model="resnet20", dataset="cifar10", sparsities=(0.956, 0.982), seeds=(0, 1, 2), per_class=10,
         recipe=GPU_RECIPE, device="cuda",
     ),
+    # Seconds-long check of the harness (no data files): benchmarks/gpu_suite.py --dry-run runs it.
+    "smoke": CompareConfig(
+        model="mlp", dataset="synthetic", sparsities=(0.5, 0.9), seeds=(0,), methods=("random", "magnitude", "snip"),
+        model_kwargs={"hidden": (16,)}, train_subset=64, test_subset=32, per_class=2,
+        recipe=TrainRecipe(epochs=1, batch_size=32, lr=0.05, momentum=0.9, weight_decay=0.0, schedule="constant"),
+        threads=1,
+    ),
 }
 
 
@@ -90,6 +100,8 @@ def main() -> None:
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
     parser.add_argument("--methods", nargs="+", default=None, help="override the methods (default: every method)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
+    parser.add_argument("--sparsities", type=float, nargs="+", default=None, help="override the preset's sparsities")
+    parser.add_argument("--device", default=None, help="override the preset's device (e.g. cuda)")
     parser.add_argument("--threads", type=int, default=None, help="override the preset's torch threads (1)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="start no new run after this long (rerun the same command to continue)")
@@ -106,6 +118,10 @@ def main() -> None:
         changes["seeds"] = tuple(args.seeds)
     if args.threads:
         changes["threads"] = args.threads
+    if args.sparsities:
+        changes["sparsities"] = tuple(args.sparsities)
+    if args.device:
+        changes["device"] = args.device
     config = dataclasses.replace(PRESETS[args.preset], **changes)
 
     stem = args.results_dir / f"accuracy_{args.preset}"
