@@ -14,7 +14,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,11 @@ class Outcome:
     headlines: list[str] = dataclasses.field(default_factory=list)
     note: str = ""
 
+    @classmethod
+    def after(cls, cut: bool, headlines: list[str]) -> Outcome:
+        """``"partial"`` (noted) when the budget cut the step, else ``"complete"``."""
+        return cls("partial" if cut else "complete", headlines, "cut by the budget" if cut else "")
+
 
 def versions(device: torch.device) -> dict[str, str]:
     """Device name and the versions of torch, triton, CUDA and Python.
@@ -180,6 +185,38 @@ class Table:
             writer.writerows(rows)
             handle.flush()
         self.rows += [{k: row.get(k, "") for k in self.fields} for row in rows]
+
+
+class Pending:
+    """The cases not yet in ``table``, in order, while the budget still fits ``need_s`` more seconds.
+
+    After the loop, ``cut`` says whether the budget stopped it (the rest is owed to the next call).
+
+    Args:
+        ctx: the run context (budget, progress log).
+        table: the step's :class:`Table`.
+        cases: ``(name, case)`` pairs in priority order.
+        need_s: seconds that must be left to start a case.
+        label: progress label.
+    """
+
+    def __init__(self, ctx: Context, table: Table, cases: Iterable[tuple[str, Any]], need_s: float, label: str) -> None:
+        self.ctx, self.table, self.cases, self.need_s, self.label = ctx, table, cases, need_s, label
+        self.cut = False
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        for name, case in self.cases:
+            if self.table.has(name):
+                continue
+            if not self.ctx.budget.allows(self.need_s):
+                self.cut = True
+                return
+            self.ctx.log(f"{self.label} {name}")
+            yield name, case
+
+    def outcome(self, headlines: list[str]) -> Outcome:
+        """The step's :class:`Outcome` after the loop."""
+        return Outcome.after(self.cut, headlines)
 
 
 def fmt(value: Any) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from _gpu_common import Context, Outcome, Table, write_markdown
+from _gpu_common import Context, Outcome, Pending, Table, write_markdown
 from masked_matmul import block_mask
 
 from torch_prune_ext.kernels import triton_kernels
@@ -95,8 +95,8 @@ def linear_cases(ctx: Context) -> list[dict[str, Any]]:
             for dtype in checked_dtypes(ctx) for m, n, k in shapes for b in blocks]
 
 
-def _inputs(ctx: Context, case: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
+def _inputs(ctx: Context, case: dict[str, Any]) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(case["seed"])
     n, k, m, b = case["n"], case["k"], case["m"], case["block"]
     mask = block_mask(n, k, b, case["density"], gen) * (torch.rand(n, k, generator=gen) > 0.2).float()
     dtype = DTYPES[case["dtype"]]
@@ -129,15 +129,11 @@ def linear_correctness(ctx: Context) -> Outcome:
     """Step: forward, dX and dW of the Linear kernels (direct and through ``AcceleratedLinear``)."""
     started = time.perf_counter()
     table = Table(ctx.results / "kernel_correctness.csv", CORRECTNESS_FIELDS)
-    cases = linear_cases(ctx)
-    for index, case in enumerate(cases):
-        name = f"linear/{case['dtype']}/{case['m']}x{case['n']}x{case['k']}/b{case['block']}"
-        if table.has(name):
-            continue
-        if not ctx.budget.allows(2.0):
-            return _finish(ctx, table, started, cut=True)
-        ctx.log(f"kernel correctness {name}")
-        tensors = _inputs(ctx, case, seed=index)
+    cases = [(f"linear/{c['dtype']}/{c['m']}x{c['n']}x{c['k']}/b{c['block']}", dict(c, seed=i))
+             for i, c in enumerate(linear_cases(ctx))]
+    pending = Pending(ctx, table, cases, 2.0, "kernel correctness")
+    for name, case in pending:
+        tensors = _inputs(ctx, case)
         refs = _references(tensors)
         rows = []
         for layer, outputs in _kernel_outputs(tensors, case["block"]).items():
@@ -149,7 +145,7 @@ def linear_correctness(ctx: Context) -> Outcome:
                                  density=case["density"], quantity=quantity, max_abs_err=abs_err,
                                  max_rel_err=rel_err, tolerance=tol, **{"pass": rel_err <= tol}))
         table.add(rows)
-    return _finish(ctx, table, started, cut=False)
+    return _finish(ctx, table, started, cut=pending.cut)
 
 
 def _finish(ctx: Context, table: Table, started: float, cut: bool) -> Outcome:
@@ -167,7 +163,7 @@ def _finish(ctx: Context, table: Table, started: float, cut: bool) -> Outcome:
         worst[r["dtype"]] = max(worst.get(r["dtype"], 0.0), float(r["max_rel_err"]))
     headline = f"{passed}/{len(rows)} kernel checks pass; worst relative error " + ", ".join(
         f"{d} {e:.1e}" for d, e in sorted(worst.items()))
-    return Outcome("partial" if cut else "complete", [headline], "cut by the budget" if cut else "")
+    return Outcome.after(cut, [headline])
 
 
 # ------------------------------------------------------------------------------------------- Conv2d

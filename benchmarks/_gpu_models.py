@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _gpu_common import ROOT, Context, Outcome, Table, write_markdown
+from _gpu_common import ROOT, Context, Outcome, Pending, Table, write_markdown
 from ntksap_speed import _label, _rel, worker
 
 NTKSAP_FIELDS = ["case", "model", "batch", "R", "implementation", "seconds", "peak_mib", "speedup_vs_slow",
@@ -57,15 +57,9 @@ def ntksap_speed(ctx: Context) -> Outcome:
     table = Table(ctx.results / "ntksap_speed.csv", NTKSAP_FIELDS)
     scratch = ctx.results / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
-    cut = False
-    for job in ntksap_jobs(ctx):
-        case = _job_case(job)
-        if table.has(case):
-            continue
-        if not ctx.budget.allows(1.0 if ctx.tiny else 20.0):
-            cut = True
-            break
-        ctx.log(f"ntk-sap {case}")
+    pending = Pending(ctx, table, [(_job_case(job), job) for job in ntksap_jobs(ctx)], 1.0 if ctx.tiny else 20.0,
+                      "ntk-sap")
+    for case, job in pending:
         job["scores_path"] = str(_scores_path(scratch, case))
         results = [worker(job) for _ in range(1 if ctx.tiny else 2)]
         seconds = min(r["seconds"] for r in results)
@@ -87,7 +81,7 @@ def ntksap_speed(ctx: Context) -> Outcome:
     headlines = [f"NTK-SAP {r['model']} {r['implementation']}: {float(r['seconds']):.3f} s, "
                  f"x{float(r['speedup_vs_slow']):.2f} vs slow per-draw" for r in table.rows
                  if isinstance(r.get("speedup_vs_slow"), float)]
-    return Outcome("partial" if cut else "complete", headlines, "cut by the budget" if cut else "")
+    return pending.outcome(headlines)
 
 
 def _method_options(method: str) -> str:
@@ -105,39 +99,33 @@ def round_times(ctx: Context) -> Outcome:
     started = time.perf_counter()
     table = Table(ctx.results / "round_times.csv", ROUND_FIELDS)
     plan = [("resnet20", 4)] if ctx.tiny else [("resnet20", 100), ("vgg16_bn", 100)]
-    cut = False
-    for model_name, images in plan:
-        for method in ("px", "synflow"):
-            case = f"{model_name}/{method}/{images}"
-            if table.has(case):
-                continue
-            if not ctx.budget.allows(1.0 if ctx.tiny else 15.0):
-                cut = True
-                break
-            ctx.log(f"round time {case}")
-            torch.manual_seed(0)
-            model = get_model(model_name, num_classes=10).to(ctx.device)
-            gen = torch.Generator().manual_seed(0)
-            data = (torch.randn(images, 3, 32, 32, generator=gen).to(ctx.device),
-                    torch.randint(0, 10, (images,), generator=gen).to(ctx.device))
-            tpe.compute_scores(model, method, data, seed=0)  # warm-up
-            seconds = []
-            for _ in range(1 if ctx.tiny else 3):
-                ctx.synchronize()
-                start = time.perf_counter()
-                tpe.compute_scores(model, method, data, seed=0)
-                ctx.synchronize()
-                seconds.append(time.perf_counter() - start)
-            table.add([dict(case=case, model=model_name, method=method, images=images,
-                            seconds_median=statistics.median(seconds), seconds_min=min(seconds),
-                            rounds_timed=len(seconds), options=_method_options(method))])
+    cases = [(f"{model_name}/{method}/{images}", (model_name, method, images))
+             for model_name, images in plan for method in ("px", "synflow")]
+    pending = Pending(ctx, table, cases, 1.0 if ctx.tiny else 15.0, "round time")
+    for case, (model_name, method, images) in pending:
+        torch.manual_seed(0)
+        model = get_model(model_name, num_classes=10).to(ctx.device)
+        gen = torch.Generator().manual_seed(0)
+        data = (torch.randn(images, 3, 32, 32, generator=gen).to(ctx.device),
+                torch.randint(0, 10, (images,), generator=gen).to(ctx.device))
+        tpe.compute_scores(model, method, data, seed=0)  # warm-up
+        seconds = []
+        for _ in range(1 if ctx.tiny else 3):
+            ctx.synchronize()
+            start = time.perf_counter()
+            tpe.compute_scores(model, method, data, seed=0)
+            ctx.synchronize()
+            seconds.append(time.perf_counter() - start)
+        table.add([dict(case=case, model=model_name, method=method, images=images,
+                        seconds_median=statistics.median(seconds), seconds_min=min(seconds),
+                        rounds_timed=len(seconds), options=_method_options(method))])
     write_markdown(ctx.results / "round_times.md", "Seconds per scoring round: PX and SynFlow", ctx,
                    time.perf_counter() - started, ROUND_FIELDS[1:-1], table.rows,
                    ["Gaussian images with random labels; one warm-up round, then the median of the timed rounds. "
                     "`options` in the CSV: the method's default Config used."])
     headlines = [f"{r['method']} {r['model']} ({r['images']} images): {float(r['seconds_median']):.3f} s/round"
                  for r in table.rows]
-    return Outcome("partial" if cut else "complete", headlines, "cut by the budget" if cut else "")
+    return pending.outcome(headlines)
 
 
 #: ``benchmarks/pruned_inference.py`` (branch conv16): its arguments here, in one place for the lead to adjust.

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _gpu_common import Context, Outcome, Table, provenance, save_json, time_ms, write_markdown
+from _gpu_common import Context, Outcome, Pending, Table, provenance, save_json, time_ms, write_markdown
 from _gpu_correctness import DTYPES, compare, exact_fp32
 from masked_matmul import block_mask, max_density
 
@@ -157,14 +157,9 @@ def kernel_speed(ctx: Context) -> Outcome:
     """Step: every speed case, resumable row by row."""
     started = time.perf_counter()
     table = Table(ctx.results / "kernel_speed.csv", SPEED_FIELDS)
-    cut = False
-    for case in speed_cases(ctx):
-        if table.has(case_name(case)):
-            continue
-        if not ctx.budget.allows(3.0 if not ctx.tiny else 0.5):
-            cut = True
-            break
-        ctx.log(f"kernel speed {case_name(case)}")
+    pending = Pending(ctx, table, [(case_name(c), c) for c in speed_cases(ctx)], 0.5 if ctx.tiny else 3.0,
+                      "kernel speed")
+    for _, case in pending:
         rows = _time_case(ctx, table, case)
         table.add(rows)
         ours = next((r for r in rows if r["method"] == "ours_fwd"), None)
@@ -174,7 +169,7 @@ def kernel_speed(ctx: Context) -> Outcome:
                    time.perf_counter() - started, SPEED_FIELDS[1:], table.rows,
                    [f"Roofline ceilings: {PEAK_TFLOPS} TFLOP/s, {PEAK_TBS} TB/s (H200). Medians of "
                     "triton.testing.do_bench (warm-up, L2 flush) on CUDA; forward timings under inference_mode."])
-    return Outcome("partial" if cut else "complete", _speed_headlines(table.rows), "cut by the budget" if cut else "")
+    return pending.outcome(_speed_headlines(table.rows))
 
 
 def _speed_headlines(rows: list[dict[str, Any]]) -> list[str]:

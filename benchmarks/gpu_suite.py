@@ -64,8 +64,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.budget_s < 0 or args.workers < 1:
         parser.error("--budget-s must be >= 0 and --workers >= 1")
+    unknown = sorted(set(args.steps or ()) - set(STEP_NAMES))
+    if unknown:
+        parser.error(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEP_NAMES)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here; use --device auto or cpu")
+    if not args.dry_run and (args.device == "cpu" or not torch.cuda.is_available()):
+        parser.error("the full suite needs a CUDA GPU (full shapes through Triton's CPU interpreter would take "
+                     "days); add --dry-run for the tiny-shape check")
     return args
 
 
@@ -95,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: The step names, in priority order (:func:`steps` gives their functions).
+STEP_NAMES = ("kernel_correctness", "conv_correctness", "kernel_speed", "crossover", "ntksap_speed", "round_times",
+              "pruned_inference", "accuracy_budget", "accuracy_paper")
+
+
 def steps() -> list[tuple[str, Callable]]:
     """The steps in priority order, as ``(name, function(ctx) -> Outcome)``."""
     from _gpu_accuracy import accuracy_budget, accuracy_paper
@@ -102,10 +113,9 @@ def steps() -> list[tuple[str, Callable]]:
     from _gpu_models import ntksap_speed, pruned_inference, round_times
     from _gpu_speed import crossover, kernel_speed
 
-    return [("kernel_correctness", linear_correctness), ("conv_correctness", conv_correctness),
-            ("kernel_speed", kernel_speed), ("crossover", crossover), ("ntksap_speed", ntksap_speed),
-            ("round_times", round_times), ("pruned_inference", pruned_inference),
-            ("accuracy_budget", accuracy_budget), ("accuracy_paper", accuracy_paper)]
+    functions = [linear_correctness, conv_correctness, kernel_speed, crossover, ntksap_speed, round_times,
+                 pruned_inference, accuracy_budget, accuracy_paper]
+    return list(zip(STEP_NAMES, functions))
 
 
 if __name__ == "__main__":

@@ -140,3 +140,8 @@ def test_crossover_cuda_json_replaces_the_guesses(tmp_path, monkeypatch):
 def test_bad_budget_is_a_usage_error(tmp_path):
     bad = run_suite(tmp_path, "--budget-s", "-1")
     assert bad.returncode == 2 and "--budget-s" in bad.stderr
+
+
+def test_unknown_step_is_a_usage_error(tmp_path):
+    bad = run_suite(tmp_path, "--steps", "kernel_sped")
+    assert bad.returncode == 2 and "kernel_sped" in bad.stderr and "kernel_speed" in bad.stderr
