@@ -9,6 +9,7 @@ with ``d`` the stored block density and bytes = x, y and the stored weight read 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -72,14 +73,22 @@ def bound_ms(case: dict[str, Any], density: float, element_bytes: int) -> float:
     return 1e3 * max(flops / (PEAK_TFLOPS * 1e12), moved / (PEAK_TBS * 1e12))
 
 
+@functools.lru_cache(maxsize=1)
+def _group_tensors(device: torch.device, dtype: str, n: int, k: int, tokens: int) -> dict[str, torch.Tensor]:
+    """x, W and dY of one (dtype, shape, tokens) group, drawn on the device once for all its cases."""
+    gen = torch.Generator(device=device).manual_seed(n + k + tokens)
+    draw = {"w": (n, k), "x": (tokens, k), "g": (tokens, n)}
+    return {name: torch.randn(shape, generator=gen, device=device).to(DTYPES[dtype]) for name, shape in draw.items()}
+
+
 def _tensors(ctx: Context, case: dict[str, Any]) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(case["N"] + case["K"] + case["tokens"] + case["block"] + case["sparsity"])
-    dtype = DTYPES[case["dtype"]]
-    out = dict(w=torch.randn(case["N"], case["K"], generator=gen), x=torch.randn(case["tokens"], case["K"], generator=gen),
-               g=torch.randn(case["tokens"], case["N"], generator=gen))
+    out = dict(_group_tensors(ctx.device, case["dtype"], case["N"], case["K"], case["tokens"]))
     if case["block"]:
-        out["mask"] = block_mask(case["N"], case["K"], case["block"], 1 - case["sparsity"] / 100, gen)
-    return {name: t.to(ctx.device, dtype) for name, t in out.items()}
+        gen = torch.Generator().manual_seed(case["block"] * 1000 + case["sparsity"])
+        b = case["block"]  # block occupancy drawn on the CPU (small), expanded on the device
+        occupancy = block_mask(case["N"] // b, case["K"] // b, 1, 1 - case["sparsity"] / 100, gen)
+        out["mask"] = occupancy.to(ctx.device, DTYPES[case["dtype"]]).repeat_interleave(b, 0).repeat_interleave(b, 1)
+    return out
 
 
 def _candidates(case: dict[str, Any], t: dict[str, torch.Tensor]) -> tuple[dict[str, Callable], float, torch.Tensor]:
