@@ -137,11 +137,19 @@ def test_crossover_cuda_json_replaces_the_guesses(tmp_path, monkeypatch):
         dispatch._default_table.cache_clear()
 
 
-def test_bad_budget_is_a_usage_error(tmp_path):
-    bad = run_suite(tmp_path, "--budget-s", "-1")
-    assert bad.returncode == 2 and "--budget-s" in bad.stderr
+def _suite_module():
+    spec = importlib.util.spec_from_file_location("gpu_suite", SUITE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_unknown_step_is_a_usage_error(tmp_path):
-    bad = run_suite(tmp_path, "--steps", "kernel_sped")
-    assert bad.returncode == 2 and "kernel_sped" in bad.stderr and "kernel_speed" in bad.stderr
+@pytest.mark.parametrize("args, words", [(["--budget-s", "-1"], ["--budget-s"]),
+                                         (["--steps", "kernel_sped"], ["kernel_sped", "kernel_speed"])])
+def test_bad_options_are_usage_errors(tmp_path, capsys, args, words):
+    with pytest.raises(SystemExit) as exit_info:
+        _suite_module().main(["--dry-run", "--results-dir", str(tmp_path), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert all(word in err for word in words)
+    assert not any(tmp_path.iterdir())  # nothing written
