@@ -20,6 +20,9 @@ autocast, 30 epochs of one-cycle SGD (peak lr 0.1, momentum 0.9, wd 5e-4, batch 
   98.2%), seed 0;
 * ``cifar-resnet20-gpu-seeds``: 95.6 / 98.2%, seeds 0-2.
 
+and ``smoke``, a seconds-long check of the harness on synthetic data (``benchmarks/gpu_suite.py
+--dry-run`` launches it the way it launches the real presets).
+
 Usage::
 
     python benchmarks/accuracy.py --preset mnist-lenet
@@ -100,6 +103,13 @@ PRESETS: dict[str, CompareConfig] = {
         model="resnet20", dataset="cifar10", sparsities=(0.956, 0.982), seeds=(0, 1, 2), per_class=10,
         recipe=GPU_RECIPE, device="cuda",
     ),
+    # Seconds-long check of the harness (no data files): benchmarks/gpu_suite.py --dry-run runs it.
+    "smoke": CompareConfig(
+        model="mlp", dataset="synthetic", sparsities=(0.5, 0.9), seeds=(0,), methods=("random", "magnitude", "snip"),
+        model_kwargs={"hidden": (16,)}, train_subset=64, test_subset=32, per_class=2,
+        recipe=TrainRecipe(epochs=1, batch_size=32, lr=0.05, momentum=0.9, weight_decay=0.0, schedule="constant"),
+        threads=1,
+    ),
 }
 
 
@@ -109,6 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=None,
                         help="override the method labels (plain names or variants such as px-running)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
+    parser.add_argument("--sparsities", type=float, nargs="+", default=None, help="override the preset's sparsities")
     parser.add_argument("--threads", type=int, default=None, help="override the preset's torch threads (1)")
     parser.add_argument("--device", default=None, help="override the preset's device (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
@@ -124,7 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def preset_config(args: argparse.Namespace) -> CompareConfig:
     """The preset with the command line's overrides."""
     changes = {"progress": not args.no_progress}
-    for name in ("methods", "seeds"):
+    for name in ("methods", "seeds", "sparsities"):
         if getattr(args, name):
             changes[name] = tuple(getattr(args, name))
     for name in ("threads", "device"):

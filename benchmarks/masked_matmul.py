@@ -5,7 +5,7 @@ CPU (runs now): dense ``F.linear`` vs ``F.linear(x, W*M)`` vs ``F.linear(x, W_cs
 one thread. Writes ``benchmarks/results/masked_matmul.csv``/``.md``/``.png`` and the crossover table
 ``torch_prune_ext/kernels/crossover_cpu.json`` that the dispatcher reads.
 
-GPU (``--device cuda``; written, not yet run): bf16/fp16, dense cuBLAS, masked dense, torch's Triton
+GPU (``--device cuda``; ``benchmarks/gpu_suite.py`` is the measured, time-boxed GPU run): bf16/fp16, dense cuBLAS, masked dense, torch's Triton
 BSR (``F.linear(x, W.to_sparse_bsr(b))``), 2:4 at 50%, ours (forward/dX/dW), timed with
 ``triton.testing.do_bench`` (L2 flush, warm-up), TFLOP/s and % of the roofline (H200 defaults).
 
@@ -134,22 +134,27 @@ def run(args):
     return rows
 
 
+def max_density(rows, method, mask):
+    """Largest tested density (1 - sparsity/100) at which ``method`` beat dense on every row of ``mask``.
+
+    Rows are dicts with ``method``, ``mask`` (e.g. ``"block32"``), ``sparsity`` (%) and ``speedup``.
+    """
+    best = 0.0
+    by_sp = {}
+    for r in rows:
+        if r["method"] == method and r["mask"] == mask:
+            by_sp.setdefault(r["sparsity"], []).append(r["speedup"])
+    for sp, s in by_sp.items():
+        if min(s) > 1.0:
+            best = max(best, 1 - sp / 100)
+    return round(best, 4)
+
+
 def crossover(rows, blocks):
     """Largest tested density at which the sparse path beats dense on every shape."""
-    def max_density(method, mask):
-        best = 0.0
-        by_sp = {}
-        for r in rows:
-            if r["method"] == method and r["mask"] == mask:
-                by_sp.setdefault(r["sparsity"], []).append(r["speedup"])
-        for sp, s in by_sp.items():
-            if min(s) > 1.0:
-                best = max(best, 1 - sp / 100)
-        return round(best, 4)
-
     return {
-        "csr_max_density": max_density("ours_cpu", "unstructured"),
-        "bsr_max_block_density": {str(b): max_density("ours_cpu", f"block{b}") for b in blocks},
+        "csr_max_density": max_density(rows, "ours_cpu", "unstructured"),
+        "bsr_max_block_density": {str(b): max_density(rows, "ours_cpu", f"block{b}") for b in blocks},
     }
 
 
@@ -183,9 +188,8 @@ def main(argv=None):
         wr.writerows(rows)
     table = {args.device if args.device == "cpu" else "cuda": crossover(rows, args.blocks), "measured": meta}
     if args.device != "cpu":
-        table["cuda"] = {"triton_max_block_density": {str(b): max(
-            [1 - r["sparsity"] / 100 for r in rows if r["method"] == "ours_triton" and r["mask"] == f"block{b}" and r["speedup"] > 1] or [0.0])
-            for b in args.blocks}, "semi_structured": True}
+        table["cuda"] = {"triton_max_block_density": {str(b): max_density(rows, "ours_triton", f"block{b}")
+                                                      for b in args.blocks}, "semi_structured": True}
     table_path = Path(args.table) if args.table else (DEFAULT_TABLE_PATH if args.device == "cpu" else out.with_suffix(".crossover.json"))
     table_path.write_text(json.dumps(table, indent=1) + "\n")
     lines = [f"# masked matmul benchmark ({args.device}, {args.dtype}, batch {args.batch})", "",

@@ -117,15 +117,27 @@ def slow_ntksap(model: nn.Module, draws, epsilon: float, channels_last: bool = F
 
 
 # ------------------------------------------------------------------ one measurement
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def worker(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job in this process and return its measurements."""
+    """Run one job in this process and return its measurements.
+
+    ``job["device"]`` (default ``"cpu"``) places the model; on CUDA the timed region ends with a
+    synchronisation and the peak is ``torch.cuda.max_memory_allocated`` above the model's memory.
+    ``job["chunk_size"]`` is NTK-SAP's ``chunk_size`` (with ``vectorize=True``).
+    """
+    device = torch.device(job.get("device", "cpu"))
     torch.set_num_threads(job["threads"])
     factory, shape = MODELS[job["model"]]
     torch.manual_seed(0)
-    model = factory()
+    model = factory().to(device)
     config = dict(repeats=job["repeats"], batch_size=job["batch"], epsilon=0.01)
     lib_options = dict(config, channels_last=job.get("channels_last"), vectorize=job.get("vectorize"),
-                       dtype=getattr(torch, job["dtype"]) if job.get("dtype") else None)
+                       dtype=getattr(torch, job["dtype"]) if job.get("dtype") else None,
+                       chunk_size=job.get("chunk_size"))
     # warm-up (library initialisation, oneDNN primitive creation on a small problem), untimed
     tpe.compute_scores(model, NTKSAP, input_shape=shape, seed=99, repeats=1, batch_size=2, progress=False)
 
@@ -140,6 +152,10 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
 
     rss = status_bytes("VmRSS") or 0
     reset = reset_peak()
+    if device.type == "cuda":
+        _synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        rss, reset = torch.cuda.memory_allocated(device), True
     if job.get("profile"):
         from torch.profiler import ProfilerActivity, profile
 
@@ -154,9 +170,10 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     else:
         start = time.perf_counter()
         scores = run()
+        _synchronize(device)
         seconds = time.perf_counter() - start
         table, top = "", []
-    peak = status_bytes("VmHWM") or 0
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else status_bytes("VmHWM") or 0
     if job.get("scores_path"):
         torch.save([s.to(torch.float64) for s in scores], job["scores_path"])
     return {"seconds": seconds, "peak_mib": (peak - rss) / 2**20 if reset and peak else None,
@@ -201,7 +218,7 @@ def _label(job: dict[str, Any]) -> str:
     if job.get("dtype"):
         parts.append(job["dtype"])
     if job.get("vectorize"):
-        parts.append("vmap")
+        parts.append("vmap" + (f" chunk {job['chunk_size']}" if job.get("chunk_size") else ""))
     elif job.get("vectorize") is False:
         parts.append("loop")
     if job.get("channels_last") is False:

@@ -60,9 +60,12 @@ CONV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: The CPU crossover table shipped with the package (measured by ``benchmarks/masked_matmul.py``).
 DEFAULT_TABLE_PATH = Path(__file__).with_name("crossover_cpu.json")
 
+#: The CUDA crossover table measured by ``benchmarks/gpu_suite.py`` (used when the file exists).
+CUDA_TABLE_PATH = Path(__file__).with_name("crossover_cuda.json")
+
 _FALLBACK_CUDA = {
-    # Not measured yet (no GPU available when this was written): conservative guesses from the
-    # anchors in the spec (torch's Triton BSR beats dense above ~90% sparsity at 32, ~60% at 64).
+    # Used only when crossover_cuda.json is absent: conservative guesses from the anchors in the
+    # spec (torch's Triton BSR beats dense above ~90% sparsity at 32, ~60% at 64).
     "triton_max_block_density": {"16": 0.1, "32": 0.3, "64": 0.5},
     "triton_conv_max_block_density": {"32": 0.3, "64": 0.5},
     "semi_structured": True,
@@ -75,6 +78,11 @@ def _default_table() -> dict[str, Any]:
                                      "conv_max_block_density": {"32": 0.15}}}
     if DEFAULT_TABLE_PATH.exists():
         table = json.loads(DEFAULT_TABLE_PATH.read_text())
+    if CUDA_TABLE_PATH.exists():
+        try:
+            table["cuda"] = dict(json.loads(CUDA_TABLE_PATH.read_text())["cuda"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring %s (%s); using the guessed CUDA thresholds", CUDA_TABLE_PATH, exc)
     table.setdefault("cuda", _FALLBACK_CUDA)
     return table
 
