@@ -66,3 +66,7 @@ class DistributedMismatchError(PruningError, RuntimeError):
 
     Raised on every rank at once, before the model is changed.
     """
+
+
+class ModelSpecError(PruningError, ValueError):
+    """A model named as ``module:function`` that cannot be imported or does not build an ``nn.Module``."""
