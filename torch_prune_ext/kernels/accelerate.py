@@ -5,8 +5,9 @@ Conv2d layers are left as they are (not converted yet).
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -21,10 +22,15 @@ __all__ = ["AcceleratedLinear", "accelerate"]
 logger = logging.getLogger("torch_prune_ext")
 
 
-@torch.compiler.disable
 def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: LayerPlan) -> torch.Tensor:
+    return _eager_masked_linear()(x, weight, bias, plan)
+
+
+@functools.cache
+def _eager_masked_linear() -> Callable[..., torch.Tensor]:
     # Sparse tensors and Triton launches inside a custom Function: run eagerly (graph break under torch.compile).
-    return masked_linear(x, weight, bias, plan)
+    # Wrapped at the first call, not at import: torch.compiler.disable imports torch._dynamo (~1 s).
+    return torch.compiler.disable(masked_linear)
 
 
 class AcceleratedLinear(nn.Module):
