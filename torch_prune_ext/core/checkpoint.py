@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..errors import CheckpointError
+from .deepcopy import make_deepcopyable
 from .targets import Target
 
 
@@ -23,7 +24,8 @@ def apply_masks(targets: Sequence[Target], masks: Sequence[torch.Tensor]) -> Non
     """
     for target, mask in zip(targets, masks, strict=True):
         prune.custom_from_mask(target.module, target.tensor_name, mask.to(target.raw.dtype))
-    _refresh([(t.module, t.tensor_name) for t in targets])  # no graph on the cached weight: deepcopy works
+    _refresh([(t.module, t.tensor_name) for t in targets])  # no graph on the cached weight
+    make_deepcopyable(t.module for t in targets)  # deepcopy works after forward/backward too
 
 
 def pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -166,7 +168,8 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
             _undo_reparametrisation(module, name, parameters)
         model.load_state_dict(backup)
         raise CheckpointError(f"The checkpoint does not fit the model: {error}") from error
-    refresh_pruned_weights(model)  # no graph on the cached weight, so deepcopy keeps working
+    refresh_pruned_weights(model)  # no graph on the cached weight
+    make_deepcopyable(module for module, _ in pruned_tensors(model))
     return model
 
 
