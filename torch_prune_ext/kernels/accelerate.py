@@ -5,9 +5,8 @@ Conv2d layers are left as they are (not converted yet).
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -22,15 +21,10 @@ __all__ = ["AcceleratedLinear", "accelerate"]
 logger = logging.getLogger("torch_prune_ext")
 
 
-def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: LayerPlan) -> torch.Tensor:
-    return _eager_masked_linear()(x, weight, bias, plan)
-
-
-@functools.cache
-def _eager_masked_linear() -> Callable[..., torch.Tensor]:
-    # Sparse tensors and Triton launches inside a custom Function: run eagerly (graph break under torch.compile).
-    # Wrapped at the first call, not at import: torch.compiler.disable imports torch._dynamo (~1 s).
-    return torch.compiler.disable(masked_linear)
+# Sparse tensors and Triton launches inside a custom Function: run eagerly (a graph break under
+# torch.compile). torch._disable_dynamo is torch.compiler.disable that imports torch._dynamo (~1 s) at
+# the first call instead of at import (torch uses it for the same reason in its optimizers).
+_run = torch._disable_dynamo(masked_linear)
 
 
 class AcceleratedLinear(nn.Module):
