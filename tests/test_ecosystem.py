@@ -76,24 +76,68 @@ def test_save_load_whole_model_and_state_dict(path, tmp_path):
 @pytest.mark.parametrize("path", PATHS)
 def test_deepcopy_and_pickle_right_after_pruning(path):
     """torch's custom_from_mask computes the cached ``module.weight = orig * mask`` with autograd on,
-    so after torch's own ``global_unstructured`` the cached weight is a non-leaf and deepcopy raises
-    ("Only Tensors created explicitly by the user support the deepcopy protocol").
-    ``tpe.global_prune`` refreshes the cached weights without a graph, so deepcopy works right away.
-    Pickle works on both paths. Workaround on torch's path: ``tpe.make_permanent`` (or a forward)."""
+    a non-leaf that plain deepcopy refuses; every pruned module gets a deepcopy that recomputes it."""
     model = pruned(path)
     x = x_for()
-    if path == "global_prune":
-        assert all(m.__dict__["weight"].grad_fn is None for m, _ in tpe.prunable_parameters(model))
-        assert torch.equal(copy.deepcopy(model).eval()(x), model.eval()(x))
-    else:
-        assert any(m.__dict__["weight"].grad_fn is not None for m, _ in tpe.prunable_parameters(model))
-        with pytest.raises(RuntimeError, match="deepcopy"):
-            copy.deepcopy(model)  # torch's limitation (see the docstring)
+    assert torch.equal(copy.deepcopy(model).eval()(x), model.eval()(x))
+    assert_same_pruning(copy.deepcopy(model), model)
     again = pickle.loads(pickle.dumps(model))  # pickle works
     assert torch.equal(again.eval()(x), model.eval()(x))
     assert_same_pruning(again, model)
-    permanent = tpe.make_permanent(again)  # workaround on torch's path: make the pruning permanent
-    assert torch.equal(copy.deepcopy(permanent)(x), model(x))
+    assert torch.equal(copy.deepcopy(again)(x), model(x))  # the unpickled model copies too
+
+
+@pytest.mark.parametrize("stage", ["after_forward", "after_backward", "after_step"])
+@pytest.mark.parametrize("path", PATHS)
+def test_deepcopy_at_any_point_of_training(path, stage):
+    """``best = copy.deepcopy(model)`` mid-training: an exact, independent, graph-free copy; training unchanged."""
+    model, twin = pruned(path).train(), pruned(path).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    x, y = x_for(), torch.tensor([0, 1, 2, 3])
+    loss = nn.functional.cross_entropy(model(x), y)
+    if stage != "after_forward":
+        loss.backward()
+    if stage == "after_step":
+        optimizer.step()
+    assert any(m.__dict__["weight"].grad_fn is not None for m, _ in tpe.prunable_parameters(model))
+    best = copy.deepcopy(model)
+    assert all(m.__dict__["weight"].grad_fn is None for m, _ in tpe.prunable_parameters(best))
+    for (k, a), (_, b) in zip(best.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), k
+    for (a, _), (b, _) in zip(tpe.prunable_parameters(best), tpe.prunable_parameters(model)):
+        # the copy's weight is the current orig * mask (what the next forward uses; after a step the
+        # original's cached weight is still the one before the step)
+        assert torch.equal(a.weight, (b.weight_orig * b.weight_mask).detach())
+    # the original trains on exactly as a model that was never copied
+    if stage == "after_forward":
+        loss.backward()
+    twin_loss = nn.functional.cross_entropy(twin(x), y)
+    twin_loss.backward()
+    if stage != "after_step":
+        optimizer.step()
+    twin_optimizer.step()
+    for _ in range(2):
+        for net, opt in ((model, optimizer), (twin, twin_optimizer)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twin.state_dict().values()))
+    # and the copy trains on its own, its pruned entries staying zero
+    copy_optimizer = torch.optim.SGD(best.parameters(), lr=0.1)
+    nn.functional.cross_entropy(best(x), y).backward()
+    copy_optimizer.step()
+    assert all(bool((m.weight[m.weight_mask == 0] == 0).all()) for m, _ in tpe.prunable_parameters(best))
+
+
+def test_deepcopy_after_torch_own_pruning_with_make_deepcopyable():
+    model = conv_net()
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    model(x_for()).sum().backward()
+    with pytest.raises(RuntimeError, match="deepcopy"):
+        copy.deepcopy(model)  # torch's own pruning functions: plain deepcopy still refuses
+    tpe.make_deepcopyable(model)
+    assert torch.equal(copy.deepcopy(model)(x_for()), model(x_for()))
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])

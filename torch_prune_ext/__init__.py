@@ -16,6 +16,7 @@ from __future__ import annotations
 from .api import compute_scores, global_prune
 from .core.blocks import TileReport, tile_report
 from .core.checkpoint import load_pruned_state_dict, make_permanent
+from .core.deepcopy import make_deepcopyable
 from .core.report import PruneReport, SparsityReport, sparsity_report
 from .core.scoring import PruningOptions, RoundState
 from .core.targets import prunable_parameters
@@ -30,6 +31,7 @@ from .errors import (
     LayerEmptiedWarning,
     MissingDataError,
     MissingDependencyError,
+    ModelSpecError,
     NonFiniteScoreError,
     PruningError,
     TargetError,
@@ -62,6 +64,7 @@ __all__ = [
     "Magnitude",
     "MissingDataError",
     "MissingDependencyError",
+    "ModelSpecError",
     "NTKSAP",
     "NonFiniteScoreError",
     "PX",
@@ -86,6 +89,7 @@ __all__ = [
     "learning_gap",
     "lnpt_targets",
     "load_pruned_state_dict",
+    "make_deepcopyable",
     "make_permanent",
     "plot_history",
     "prunable_parameters",

@@ -68,6 +68,10 @@ class DistributedMismatchError(PruningError, RuntimeError):
     """
 
 
+class ModelSpecError(PruningError, ValueError):
+    """A model named as ``module:function`` that cannot be imported or does not build an ``nn.Module``."""
+
+
 # --------------------------------------------------------------------------- warnings
 class LayerCollapseWarning(UserWarning):
     """The mask cuts every input-to-output path (``on_collapse="warn"``); the mask is applied."""

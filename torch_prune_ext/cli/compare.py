@@ -29,8 +29,10 @@ from ..evaluation import (
     run_comparison,
     write_report,
 )
+from ..errors import MissingDataError
 from ..methods import METHODS
 from ..models import MODELS
+from .common import check_device
 
 __all__ = ["DEFAULT_COMPARE_DATASET", "add_compare_parser", "cmd_compare", "compare_config"]
 
@@ -78,10 +80,17 @@ def _command_line(config: CompareConfig, output: Path) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run the comparison, write the CSV, markdown and plots, print the accuracy table."""
+    check_device(args.device)
     config = compare_config(args)
     output = Path(args.output or f"compare-{config.model}-{config.dataset}.csv")
     start = time.perf_counter()
-    result = run_comparison(config, csv_path=output, time_limit_s=args.time_limit)
+    try:
+        result = run_comparison(config, csv_path=output, time_limit_s=args.time_limit)
+    except FileNotFoundError as error:
+        raise MissingDataError(
+            f"compare trains and tests on the whole {config.dataset} dataset, which is not bundled with the package: "
+            f"{' '.join(str(error).split())} CLI: --data-root DIR, or --data synthetic (no files)."
+        ) from error
     markdown = write_report(
         result, output.with_suffix(".md"), accuracy_plot=output.with_suffix(".png"),
         profile_plot=output.with_name(output.stem + "_layers.png"), plots=args.plots,

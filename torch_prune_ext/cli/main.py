@@ -4,6 +4,7 @@ Examples::
 
     torch-prune-ext prune                      # ResNet-20, CIFAR-10, SynFlow, 90% sparsity
     torch-prune-ext prune --model lenet_300_100 --method snip --sparsity 0.98
+    torch-prune-ext prune --model my_pkg.nets:build --input-shape 3 32 32 --init-checkpoint weights.pt
     torch-prune-ext report pruned-resnet20-synflow-0.9.pt
     torch-prune-ext methods
     torch-prune-ext compare --model lenet_300_100 --sparsities 0.9 0.98 --seeds 0 1 2   # accuracy table
@@ -27,20 +28,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .. import __version__
 from ..api import global_prune
 from ..core.blocks import tile_report
-from ..core.checkpoint import load_pruned_state_dict
+from ..core.checkpoint import load_pruned_state_dict, read_checkpoint, state_dict_in
 from ..core.report import LayerSparsity, SparsityReport, format_table, sparsity_report
 from ..core.scoring import RoundState
 from ..core.targets import prunable_parameters
-from ..errors import PruningError
+from ..errors import BatchShapeError, ModelSpecError, PruningError
 from ..methods import METHODS, PruningMethod
-from ..models import MODELS, get_model, input_shape_of
+from ..models import MODELS, input_shape_of
+from ..models.spec import build_model, check_input_shape, is_model_path
+from .common import check_device
 from .compare import add_compare_parser
 
 CHECKPOINT_FORMAT = "torch_prune_ext.checkpoint/1"
+#: Exit status after Ctrl-C (128 + SIGINT, the shell's convention).
+INTERRUPTED = 130
 
 #: The dataset each model is pruned with by default.
 DEFAULT_DATASET = {"lenet_300_100": "mnist", "mlp": "mnist", "resnet18": "random"}
@@ -72,19 +78,58 @@ def methods_table() -> str:
     return format_table(("name", "class", "needs", "rounds", "options", "score"), rows, "llllll")
 
 
-def _pruning_data(args: argparse.Namespace, num_classes: int) -> tuple[Any, tuple[int, ...]]:
-    """The pruning batch ``(x, y)`` of the run and the model's input shape."""
-    input_shape = input_shape_of(args.model)
+def _input_shape(args: argparse.Namespace) -> tuple[int, ...]:
+    """One example's shape: ``--input-shape``, else the built-in model's own."""
+    if args.input_shape:
+        return tuple(args.input_shape)
+    if is_model_path(args.model):
+        raise ModelSpecError(f"--model {args.model} is your own model: pass the shape of one example it takes, "
+                             "e.g. --input-shape 3 32 32.")
+    return input_shape_of(args.model)
+
+
+def _pruning_data(args: argparse.Namespace, num_classes: int, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """The pruning batch ``(x, y)`` of the run, shaped for the model."""
     if args.data == "random":
         generator = torch.Generator().manual_seed(args.seed)
         n = args.per_class * num_classes
         x = torch.randn((n, *input_shape), generator=generator)
         y = torch.randint(0, num_classes, (n,), generator=generator)
-        return (x, y), input_shape
+        return x, y
     from ..data import pruning_set
 
     x, y = pruning_set(args.data, per_class=args.per_class, seed=args.seed, root=args.data_root)
-    return (x.reshape(len(x), *input_shape), y), input_shape
+    if x[0].numel() != math.prod(input_shape):
+        raise BatchShapeError(
+            f"--data {args.data} has examples of shape {tuple(x.shape[1:])} but --model {args.model} takes "
+            f"{input_shape}; use --data random, or a dataset of that shape (cifar10: 3 32 32, mnist: 1 28 28).")
+    return x.reshape(len(x), *input_shape), y
+
+
+def _build_model(args: argparse.Namespace, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """The run's model on ``--device``: built, loaded from ``--init-checkpoint`` and checked against the input shape."""
+    if is_model_path(args.model) and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # the user's own modules are importable, as under `python -m`
+    kwargs = {"num_classes": num_classes} if (args.num_classes or not is_model_path(args.model)) else {}
+    model = build_model(args.model, **kwargs)
+    if args.init_checkpoint:
+        load_pruned_state_dict(model, state_dict_in(read_checkpoint(args.init_checkpoint), args.init_checkpoint))
+    model = model.to(args.device)
+    check_input_shape(model, input_shape, args.device)
+    return model
+
+
+def _pruning_batches(args: argparse.Namespace, num_classes: int, input_shape: tuple[int, ...],
+                     world_size: int) -> tuple[list[Any] | None, str]:
+    """The pruning batches (``None`` for a data-free method when ``--data`` is not given) and their description."""
+    method = METHODS[args.method]
+    if args.data is None and not (method.needs_data or method.needs_labels):
+        return None, f"no pruning data ({args.method} is data-free)"
+    args.data = args.data or DEFAULT_DATASET.get(args.model, "cifar10")
+    x, y = _pruning_data(args, num_classes, input_shape)
+    batch_size = min(args.batch_size, math.ceil(len(x) / world_size))  # every rank gets a batch
+    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return batches, f"{args.data} pruning set of {len(x)} examples"
 
 
 def _save_atomically(obj: Any, path: Path) -> None:
@@ -154,36 +199,36 @@ def _process_group(args: argparse.Namespace):  # noqa: ANN202
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    check_device(args.device)
     with _process_group(args) as (rank, world_size):
         return _prune(args, rank, world_size)
 
 
 def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
     say = print if rank == 0 else (lambda *_: None)
-    args.data = args.data or DEFAULT_DATASET.get(args.model, "cifar10")
-    num_classes = args.num_classes or DATASET_CLASSES.get(args.data, 10)
+    num_classes = args.num_classes or DATASET_CLASSES.get(args.data or "cifar10", 10)
+    input_shape = _input_shape(args)
     torch.manual_seed(args.seed)
-    model = get_model(args.model, num_classes=num_classes).to(args.device)
-    data, input_shape = _pruning_data(args, num_classes)
-    x, y = data
-    batch_size = min(args.batch_size, math.ceil(len(x) / world_size))  # every rank gets a batch
-    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    model = _build_model(args, num_classes, input_shape)
+    batches, data_text = _pruning_batches(args, num_classes, input_shape, world_size)
     n_weights = sum(getattr(module, name).numel() for module, name in prunable_parameters(model))
     if world_size > 1:
-        say(f"distributed: {world_size} processes, {len(batches)} pruning batches of up to {batch_size}")
+        say(f"distributed: {world_size} processes, " + (f"{len(batches)} pruning batches of up to "
+                                                        f"{len(batches[0][0])}" if batches else "no pruning data"))
     say(f"torch-prune-ext {__version__}: {args.method} on {args.model} ({n_weights:,} prunable weights), "
-        f"{args.data} pruning set of {len(x)} examples, sparsity {args.sparsity}")
+        f"{data_text}, sparsity {args.sparsity}")
     output = None if args.output == "-" else Path(
-        args.output or f"pruned-{args.model}-{args.method}-{args.sparsity:g}.pt")
+        args.output or f"pruned-{args.model.replace(':', '.')}-{args.method}-{args.sparsity:g}.pt")
     key = {name: getattr(args, name) for name in RUN_KEYS}
     key["block_size"] = list(args.block_size)
+    key["input_shape"], key["init_checkpoint"] = list(input_shape), args.init_checkpoint
     partial = PartialCheckpoint(output.with_name(output.name + ".partial"), key) if output else None
     resume = partial.load() if (partial is not None and args.resume) else None
     if args.resume and resume is None:
         say("no interrupted run to resume: starting afresh")
     elif resume is not None:
         say(f"resuming after round {resume.completed}")
-    distributed = {"distributed": True, "shard_data": True} if args.distributed else {}
+    distributed = {"distributed": True, "shard_data": batches is not None} if args.distributed else {}
     start = time.perf_counter()
     report = global_prune(
         model, args.method, args.sparsity, batches, rounds=args.rounds, schedule=args.schedule,
@@ -206,7 +251,8 @@ def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
     print(f"empty 32x32 tiles: {tiles.empty_fraction:.1%} (ideal tile-skipping speedup {tiles.predicted_speedup:.2f}x)")
     if output is not None:
         _save_atomically({
-            "format": CHECKPOINT_FORMAT, "model": args.model, "model_kwargs": {"num_classes": num_classes},
+            "format": CHECKPOINT_FORMAT, "model": args.model, "input_shape": list(input_shape),
+            "model_kwargs": {"num_classes": num_classes} if (args.num_classes or not is_model_path(args.model)) else {},
             "method": args.method, "sparsity": args.sparsity, "seed": args.seed,
             "state_dict": model.state_dict(), "report": report.to_dict(),
         }, output)
@@ -226,26 +272,24 @@ def _saved_marks(saved_report: dict[str, Any]) -> dict[str, str] | None:
 def report_of_checkpoint(path: Path) -> tuple[SparsityReport, dict[str, str] | None]:
     """The sparsity of a saved checkpoint (ours, model rebuilt, or a raw pruned state dict) and the
     ``COLLAPSED``/``emptied`` marks its pruning run recorded (``None``: unknown, density-0 tensors are marked)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
+    marks = None
     if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
-        model = get_model(checkpoint["model"], **checkpoint.get("model_kwargs", {}))
-        load_pruned_state_dict(model, checkpoint["state_dict"])
-        return sparsity_report(model), _saved_marks(checkpoint.get("report", {}))
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise PruningError(f"{path} holds neither a torch_prune_ext checkpoint nor a state dict.")
+        marks = _saved_marks(checkpoint.get("report", {}))
+        with contextlib.suppress(ModelSpecError):  # a user's model that is not importable here: read the masks
+            model = build_model(checkpoint["model"], **checkpoint.get("model_kwargs", {}))
+            load_pruned_state_dict(model, checkpoint["state_dict"])
+            return sparsity_report(model), marks
+    state = state_dict_in(checkpoint, path)
     layers = [
         LayerSparsity(key[:-5], tuple(mask.shape), mask.numel(), int((mask != 0).sum()))
         for key, mask in state.items() if key.endswith("_mask") and isinstance(mask, torch.Tensor)
     ]
-    return SparsityReport(layers), None
+    return SparsityReport(layers), marks
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    path = Path(args.checkpoint)
-    if not path.is_file():
-        raise PruningError(f"No checkpoint at {path}; pass the file written by 'torch-prune-ext prune'.")
-    report, marks = report_of_checkpoint(path)
+    report, marks = report_of_checkpoint(Path(args.checkpoint))
     print(report.table(marks))
     print(f"\nglobal sparsity {report.sparsity:.4%}")
     return 0
@@ -276,16 +320,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prune", help="prune a built-in model at initialisation and save the checkpoint")
-    p.add_argument("--model", default="resnet20", choices=sorted(MODELS), help="model (default: resnet20)")
+    p = sub.add_parser("prune", help="prune a model at initialisation and save the checkpoint")
+    p.add_argument("--model", default="resnet20", metavar="NAME|module:function",
+                   help=f"a built-in model ({', '.join(sorted(MODELS))}; default resnet20) or your own: an importable "
+                        "module:function returning an nn.Module (called with no arguments, or num_classes=N "
+                        "with --num-classes)")
+    p.add_argument("--input-shape", type=_positive_int, nargs="+", default=None, metavar="D",
+                   help="shape of one example, no batch dimension (required for module:function models)")
+    p.add_argument("--init-checkpoint", default=None, metavar="PATH",
+                   help="start from these weights: a state dict (torch.save(model.state_dict(), PATH)) or a "
+                        "checkpoint written by prune")
     p.add_argument("--method", default="synflow", choices=list(METHODS), help="method (default: synflow)")
     p.add_argument("--sparsity", type=_sparsity, default=0.9, help="final fraction of zero weights (default 0.9)")
     p.add_argument("--rounds", type=_positive_int, default=None, help="scoring rounds (default: the method's)")
     p.add_argument("--schedule", default="exponential", choices=("exponential", "linear"))
     p.add_argument("--data", default=None, choices=("cifar10", "mnist", "random"),
-                   help="pruning data (default: cifar10 for CIFAR models, mnist for MLPs)")
+                   help="pruning data (default: none for data-free methods, else cifar10 for CIFAR models, mnist "
+                        "for MLPs; without a data folder the 10-per-class sets bundled with the package)")
     p.add_argument("--data-root", default=None, help="folder with the .npz files (default: $TORCH_PRUNE_EXT_DATA "
-                                                     "or ../shared/data)")
+                                                     "or ../shared/data, else the bundled pruning sets)")
     p.add_argument("--num-classes", type=_positive_int, default=None)
     p.add_argument("--per-class", type=_positive_int, default=10, help="pruning examples per class (default 10)")
     p.add_argument("--batch-size", type=_positive_int, default=100, help="pruning batch size (default 100)")
@@ -323,8 +376,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (PruningError, FileNotFoundError, ValueError) as error:
-        print(f"torch-prune-ext: error: {error}", file=sys.stderr)
+        print(f"torch-prune-ext: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = " (rerun the same command with --resume to continue)" if args.command == "prune" else ""
+        print(f"torch-prune-ext: interrupted{hint}", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

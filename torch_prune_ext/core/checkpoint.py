@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from ..errors import CheckpointError
+from .deepcopy import make_deepcopyable
 from .targets import Target
 
 
@@ -20,7 +24,8 @@ def apply_masks(targets: Sequence[Target], masks: Sequence[torch.Tensor]) -> Non
     """
     for target, mask in zip(targets, masks, strict=True):
         prune.custom_from_mask(target.module, target.tensor_name, mask.to(target.raw.dtype))
-    _refresh([(t.module, t.tensor_name) for t in targets])  # no graph on the cached weight: deepcopy works
+    _refresh([(t.module, t.tensor_name) for t in targets])  # no graph on the cached weight
+    make_deepcopyable(t.module for t in targets)  # deepcopy works after forward/backward too
 
 
 def pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -163,5 +168,66 @@ def load_pruned_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
             _undo_reparametrisation(module, name, parameters)
         model.load_state_dict(backup)
         raise CheckpointError(f"The checkpoint does not fit the model: {error}") from error
-    refresh_pruned_weights(model)  # no graph on the cached weight, so deepcopy keeps working
+    refresh_pruned_weights(model)  # no graph on the cached weight
+    make_deepcopyable(module for module, _ in pruned_tensors(model))
     return model
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """Read a file written by ``torch.save`` (tensors, dicts and plain values only: ``weights_only``).
+
+    Args:
+        path: the file.
+
+    Returns:
+        What the file holds, on the CPU.
+
+    Raises:
+        CheckpointError: no such file, or a file ``torch.load`` cannot read; the message says which
+            file to pass.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile(suffix=".pt") as handle:
+        ...     _ = handle.write(b"not a checkpoint"); handle.flush()
+        ...     try:
+        ...         read_checkpoint(handle.name)
+        ...     except CheckpointError as error:
+        ...         print("is not a checkpoint" in str(error))
+        True
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {path}; pass a file written by torch.save or 'torch-prune-ext prune'.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a foreign file
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(
+            f"{path} is not a checkpoint torch can read ({type(error).__name__}: {reason}); pass a file written by "
+            "torch.save (a state dict) or by 'torch-prune-ext prune'."
+        ) from error
+
+
+def state_dict_in(checkpoint: Any, path: str | os.PathLike[str] = "the checkpoint") -> Mapping[str, torch.Tensor]:
+    """The state dict inside what :func:`read_checkpoint` returned: a ``{"state_dict": ...}`` wrapper or a bare one.
+
+    Args:
+        checkpoint: the file's content.
+        path: its name, for the message.
+
+    Returns:
+        The mapping of names to tensors.
+
+    Raises:
+        CheckpointError: the content holds no state dict.
+
+    Examples:
+        >>> list(state_dict_in({"state_dict": {"w": torch.zeros(1)}, "epoch": 3}))
+        ['w']
+    """
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state dict (a mapping of names to tensors); pass the file of "
+                              "torch.save(model.state_dict(), PATH) or one written by 'torch-prune-ext prune'.")
+    return state

@@ -49,6 +49,7 @@ __all__ = [
     "MNIST_FILE",
     "MNIST_MEAN",
     "MNIST_STD",
+    "cifar10_float",
     "cifar10_tensors",
     "decode_jpeg",
     "default_cache_dir",
@@ -56,6 +57,7 @@ __all__ = [
     "find_data_file",
     "load_cifar10",
     "load_mnist",
+    "mnist_float",
     "mnist_tensors",
     "resolve_data_root",
 ]
@@ -294,10 +296,18 @@ def mnist_tensors(
         torch.Size([10000, 1, 28, 28])
     """
     x, y = load_mnist(split, root)
+    return mnist_float(x, normalize), y
+
+
+def mnist_float(x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """uint8 MNIST images ``(N, 28, 28)`` as float32 ``(N, 1, 28, 28)`` in [0, 1], standardised if ``normalize``.
+
+    Examples:
+        >>> mnist_float(torch.zeros(2, 28, 28, dtype=torch.uint8), normalize=False).shape
+        torch.Size([2, 1, 28, 28])
+    """
     x = x.unsqueeze(1).to(torch.float32).div_(255.0)
-    if normalize:
-        x = _normalize(x, (MNIST_MEAN,), (MNIST_STD,))
-    return x, y
+    return _normalize(x, (MNIST_MEAN,), (MNIST_STD,)) if normalize else x
 
 
 # --------------------------------------------------------------------------- CIFAR-10
@@ -494,10 +504,18 @@ def cifar10_tensors(
         torch.Size([8, 3, 32, 32])
     """
     x, y = load_cifar10(split, root, indices=indices, cache_dir=cache_dir)
+    return cifar10_float(x, normalize), y
+
+
+def cifar10_float(x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """uint8 CIFAR-10 images ``(N, 32, 32, 3)`` as float32 ``(N, 3, 32, 32)`` in [0, 1], standardised if ``normalize``.
+
+    Examples:
+        >>> cifar10_float(torch.full((1, 32, 32, 3), 255, dtype=torch.uint8), normalize=False).shape
+        torch.Size([1, 3, 32, 32])
+    """
     x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0).contiguous()
-    if normalize:
-        x = _normalize(x, CIFAR10_MEAN, CIFAR10_STD)
-    return x, y
+    return _normalize(x, CIFAR10_MEAN, CIFAR10_STD) if normalize else x
 
 
 def cifar10_labels(split: str = "train", root: str | os.PathLike[str] | None = None) -> torch.Tensor:

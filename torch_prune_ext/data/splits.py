@@ -153,11 +153,20 @@ def pruning_set(
     Returns:
         ``(x, y)`` float inputs (CIFAR-10 ``(N, 3, 32, 32)``, MNIST ``(N, 1, 28, 28)``) and labels.
 
+    Without ``root``, ``TORCH_PRUNE_EXT_DATA`` or a data folder holding the file (a fresh clone,
+    an installed package), the training split comes from the set bundled with the package
+    (:mod:`torch_prune_ext.data.bundled`: the same images for ``per_class=10, seed=0``), with a
+    one-line notice.
+
     Examples:
         >>> x, y = pruning_set("cifar10", per_class=10, seed=0)  # doctest: +SKIP
         >>> x.shape, torch.bincount(y).tolist()  # doctest: +SKIP
         (torch.Size([100, 3, 32, 32]), [10, 10, 10, 10, 10, 10, 10, 10, 10, 10])
     """
+    from .bundled import bundled_pruning_set, falls_back_to_bundled  # bundled imports this module
+
+    if falls_back_to_bundled(dataset, root, split):
+        return bundled_pruning_set(dataset, per_class, seed)
     if dataset == "cifar10":
         index = class_balanced_indices(cifar10_labels(split, root), per_class, seed)
         return cifar10_tensors(split, root, indices=index)

@@ -25,10 +25,10 @@ __all__ = ["AccelerateReport", "AcceleratedConv2d", "AcceleratedLinear", "LayerC
 logger = logging.getLogger("torch_prune_ext")
 
 
-@torch.compiler.disable
-def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: LayerPlan) -> torch.Tensor:
-    # Sparse tensors and Triton launches inside a custom Function: run eagerly (graph break under torch.compile).
-    return masked_linear(x, weight, bias, plan)
+# Sparse tensors and Triton launches inside a custom Function: run eagerly (a graph break under
+# torch.compile). torch._disable_dynamo is torch.compiler.disable that imports torch._dynamo (~1 s) at
+# the first call instead of at import (torch uses it for the same reason in its optimizers).
+_run = torch._disable_dynamo(masked_linear)
 
 
 class AcceleratedLinear(AcceleratedLayer):

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..core.batches import PruningData
+from ..core.deepcopy import make_deepcopyable
 from ..core.report import check_collapse
 from ..core.schedules import pruned_counts
 from ..core.scoring import PruningOptions, RoundCallback, RoundState, ScoringProblem, run_schedule
@@ -287,6 +288,7 @@ class PruningMethod(prune.BasePruningMethod):
                                     final_density=density)
         check_collapse(self.model, problem.targets, new, problem.known_input_shape(), self.options.on_collapse,
                        self.name)
+        make_deepcopyable(t.module for t in problem.targets)  # torch prunes them next: deepcopy keeps working
         return old, new
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
