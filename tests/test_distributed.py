@@ -122,6 +122,18 @@ def test_disagreeing_ranks_raise_on_every_rank(ranks, case, expected):
         assert rank[case].startswith(expected), rank[case]
 
 
+@pytest.mark.parametrize("name", ["snip", "synflow", "ntksap"])
+def test_a_rank_local_error_reaches_every_rank_naming_the_rank(ranks, name):
+    """Rank 1's batches do not fit the model: rank 1 raises its own error, rank 0 a RankFailedError naming
+    rank 1 and that error (not a hang), and neither model is changed."""
+    healthy, failing = ranks[0][f"bad_rank_{name}"], ranks[1][f"bad_rank_{name}"]
+    assert failing.startswith("BatchShapeError: The model cannot run on a batch of shape (4, 3, 5, 5)"), failing
+    assert healthy.startswith("RankFailedError: Distributed scoring stopped: another rank failed (rank 1: "
+                              "BatchShapeError: The model cannot run on a batch of shape (4, 3, 5, 5)"), healthy
+    assert "this rank (0 of 2)" in healthy
+    assert all(rank[f"bad_rank_{name}_unchanged"] for rank in ranks)
+
+
 def test_a_disagreement_leaves_the_model_unchanged(ranks):
     assert all(rank["unchanged_after_error"] for rank in ranks)
 

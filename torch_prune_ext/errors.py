@@ -66,3 +66,8 @@ class DistributedMismatchError(PruningError, RuntimeError):
 
     Raised on every rank at once, before the model is changed.
     """
+
+
+class RankFailedError(PruningError, RuntimeError):
+    """Under distributed scoring, another rank raised: the healthy ranks stop with this error, naming
+    the failing rank and its error, instead of waiting for it (the failing rank raises its own error)."""
