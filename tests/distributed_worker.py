@@ -118,6 +118,25 @@ def expect_error(call: Callable[[], Any]) -> str:
     return "no error"
 
 
+def bad_rank_cases(rank: int) -> dict[str, Any]:
+    """Rank 1 alone gets batches the model cannot run (5x5 images): every rank must raise at once, not hang.
+
+    A hang would end in gloo's 120 s timeout, which is not a PruningError: the worker would crash.
+    """
+    bad = [(torch.randn(4, 3, 5, 5, dtype=torch.float64), torch.randint(0, 5, (4,)))]
+    data = bad if rank == 1 else rank_batches(rank)
+    results: dict[str, Any] = {}
+    for name, method, options in (("snip", "snip", {}), ("synflow", "synflow", {"rounds": 3}),
+                                  ("ntksap", "ntksap", {"rounds": 2, "repeats": 1})):
+        model = build_model()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        results[f"bad_rank_{name}"] = expect_error(lambda: tpe.global_prune(
+            model, method, SPARSITY, data, distributed=True, progress=False, on_collapse="ignore", **options))
+        results[f"bad_rank_{name}_unchanged"] = not torch.nn.utils.prune.is_pruned(model) and all(
+            torch.equal(before[k], v) for k, v in model.state_dict().items())
+    return results
+
+
 def ddp_step(rank: int) -> dict[str, Any]:
     """Prune distributed, wrap in DDP, take one SGD step: masked entries stay zero, ranks agree."""
     model = build_model()
@@ -157,6 +176,7 @@ def main(out: Path) -> None:
                                      progress=False, on_collapse="ignore"))
         results["error_no_batch"] = expect_error(
             lambda: tpe.compute_scores(build_model(), "snip", all_batches()[:1], distributed=True, shard_data=True))
+        results.update(bad_rank_cases(rank))
         unchanged = build_model()
         before = {k: v.clone() for k, v in unchanged.state_dict().items()}
         expect_error(lambda: tpe.global_prune(unchanged, "random", SPARSITY, seed=rank, distributed=True))

@@ -122,6 +122,20 @@ def test_disagreeing_ranks_raise_on_every_rank(ranks, case, expected):
         assert rank[case].startswith(expected), rank[case]
 
 
+@pytest.mark.parametrize("name", ["snip", "synflow", "ntksap"])
+def test_a_rank_local_error_reaches_every_rank_naming_the_rank(ranks, name):
+    """Rank 1's batches do not fit the model: the rank that runs the bad batch (rank 1; for NTK-SAP the
+    owner of that draw, rank 0) raises its own error, the other a RankFailedError naming it (not a hang),
+    and neither model is changed."""
+    errors = [rank[f"bad_rank_{name}"] for rank in ranks]
+    failing = [r for r, e in enumerate(errors) if e.startswith("BatchShapeError: The model cannot run on a batch")]
+    assert len(failing) == 1 and ", 3, 5, 5)" in errors[failing[0]], errors
+    healthy = errors[1 - failing[0]]
+    assert healthy.startswith(f"RankFailedError: Distributed scoring stopped: another rank failed (rank {failing[0]}: "
+                              "BatchShapeError: The model cannot run on a batch of shape ("), healthy
+    assert all(rank[f"bad_rank_{name}_unchanged"] for rank in ranks)
+
+
 def test_a_disagreement_leaves_the_model_unchanged(ranks):
     assert all(rank["unchanged_after_error"] for rank in ranks)
 

@@ -72,6 +72,11 @@ class ModelSpecError(PruningError, ValueError):
     """A model named as ``module:function`` that cannot be imported or does not build an ``nn.Module``."""
 
 
+class RankFailedError(PruningError, RuntimeError):
+    """Under distributed scoring, another rank raised: the healthy ranks stop with this error, naming
+    the failing rank and its error, instead of waiting for it (the failing rank raises its own error)."""
+
+
 # --------------------------------------------------------------------------- warnings
 class LayerCollapseWarning(UserWarning):
     """The mask cuts every input-to-output path (``on_collapse="warn"``); the mask is applied."""

@@ -128,6 +128,12 @@ class PruningData:
                 )
             yield x, y
 
+    def first_input_dtype(self) -> torch.dtype | None:
+        """The dtype of this rank's first input batch as given (``None`` without a batch)."""
+        for index, batch in self._raw_batches(local=True):
+            return _split(batch, index)[0].dtype
+        return None
+
     def first_input_shape(self) -> tuple[int, ...]:
         """The shape of one example, read from the first batch."""
         x, _ = next(iter(self))

@@ -21,11 +21,15 @@ def apply_masks(targets: Sequence[Target], masks: Sequence[torch.Tensor]) -> Non
 
     A target already pruned gets its new mask combined with the old one by torch's
     ``PruningContainer`` (the new mask is a subset of the old, so the result is the new one).
+    A tied target's mask is applied under each of its names (:attr:`Target.aliases`).
     """
+    sites = []
     for target, mask in zip(targets, masks, strict=True):
-        prune.custom_from_mask(target.module, target.tensor_name, mask.to(target.raw.dtype))
-    _refresh([(t.module, t.tensor_name) for t in targets])  # no graph on the cached weight
-    make_deepcopyable(t.module for t in targets)  # deepcopy works after forward/backward too
+        for module, name in [(target.module, target.tensor_name), *((m, n) for _, m, n in target.aliases)]:
+            prune.custom_from_mask(module, name, mask.to(target.raw.dtype))
+            sites.append((module, name))
+    _refresh(sites)  # no graph on the cached weight: deepcopy works
+    make_deepcopyable(module for module, _ in sites)  # deepcopy works after forward/backward too
 
 
 def pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:

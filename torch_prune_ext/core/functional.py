@@ -20,6 +20,7 @@ from torch.func import functional_call
 from torch.nn.utils import prune
 
 from ..errors import BatchShapeError
+from .inputs import check_integer_batch, dtype_problem
 from .targets import Target
 
 TensorDict = dict[str, torch.Tensor]
@@ -81,6 +82,21 @@ def eval_mode(*modules: nn.Module | None) -> Iterator[None]:
             module.training = training
 
 
+def parameter_keys(model: nn.Module) -> dict[int, str]:
+    """The ``functional_call`` key of every parameter, by tensor identity.
+
+    A tied parameter (one tensor under several names) has one key, its first name: passing
+    it under that name substitutes it everywhere (``functional_call``'s ``tie_weights``).
+
+    Examples:
+        >>> net = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False))
+        >>> net[1].weight = net[0].weight
+        >>> sorted(parameter_keys(net).values())
+        ['0.weight']
+    """
+    return {id(p): name for name, p in model.named_parameters()}
+
+
 class FunctionalModel:
     """A stateless view of a model whose target weights and masks are inputs.
 
@@ -88,7 +104,8 @@ class FunctionalModel:
     equal to ``weights[i] * masks[i]`` (for a target already pruned by torch this is
     done by torch's own hook from the substituted ``weight_orig`` and ``weight_mask``),
     every other parameter detached, and every buffer cloned. Gradients flow to whatever
-    the caller passes in with ``requires_grad``.
+    the caller passes in with ``requires_grad``. A tied target (one tensor under several
+    names) is substituted once, under its first name, and applies under all of them.
 
     Args:
         model: the network (not modified).
@@ -115,7 +132,11 @@ class FunctionalModel:
     ) -> None:
         self.model = model
         self.targets = list(targets)
-        target_keys = {t.raw_key for t in self.targets} | {t.mask_key for t in self.targets if t.is_pruned}
+        keys = parameter_keys(model)
+        #: per target: the one ``functional_call`` key of its tensor (a tied tensor has one, its first name)
+        self.target_keys = [keys[id(t.raw)] for t in self.targets]
+        self._mask_keys = [t.mask_keys for t in self.targets]
+        target_keys = set(self.target_keys) | {key for keys_ in self._mask_keys for key in keys_}
         identity = transform or (lambda name, tensor: tensor)
         self._params: TensorDict = {
             name: identity(name, p.detach())
@@ -137,12 +158,10 @@ class FunctionalModel:
         """
         tensors = dict(self._params)
         tensors.update({name: b.clone() for name, b in self._buffers.items()})
-        for target, weight, mask in zip(self.targets, weights, masks, strict=True):
-            if target.is_pruned:
-                tensors[target.raw_key] = weight
-                tensors[target.mask_key] = mask
-            else:
-                tensors[target.raw_key] = weight * mask
+        for target, key, mask_keys, weight, mask in zip(self.targets, self.target_keys, self._mask_keys, weights,
+                                                        masks, strict=True):
+            tensors[key] = weight if target.is_pruned else weight * mask
+            tensors.update(dict.fromkeys(mask_keys, mask))  # a tied tensor's mask under each of its names
         tensors.update(overrides or {})
         return tensors
 
@@ -154,9 +173,13 @@ class FunctionalModel:
         overrides: TensorDict | None = None,
     ) -> torch.Tensor:
         tensors = self.tensors(weights, masks, overrides)
+        check_integer_batch(self.model, x)
         try:
             return functional_call(self.model, tensors, (x,), strict=False)
         except RuntimeError as error:
+            dtype_hint = dtype_problem(self.model, x)
+            if dtype_hint is not None:
+                raise BatchShapeError(f"{dtype_hint} ({error})") from error
             if not _looks_like_shape_error(error):
                 raise
             raise BatchShapeError(

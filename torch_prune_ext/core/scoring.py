@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 from ..errors import InvalidOptionError, MissingDataError, NonFiniteScoreError
 from .batches import PruningData
 from .blocks import GRANULARITIES, check_block_size
-from .distributed import ScoringGroup, raise_unless_equal, resolve_group, tensor_digest
+from .distributed import ScoringGroup, failures_reported, raise_unless_equal, resolve_group, tensor_digest
 from .functional import FunctionalModel, preserved_state
+from .inputs import input_embedding
 from .ranking import rank_and_mask
 from .schedules import SCHEDULES
 from .targets import Target
@@ -66,7 +67,9 @@ class PruningOptions:
         distributed: score across the processes of the initialised ``torch.distributed``
             job (every rank calls with the same model and seed; each scores its share of the
             data and draws; every rank gets the same masks); see
-            :mod:`torch_prune_ext.core.distributed`.
+            :mod:`torch_prune_ext.core.distributed`. ``None`` (not given) scores per process,
+            with a warning once per process when a multi-rank process group is initialised;
+            ``False`` scores per process silently.
         process_group: the process group for ``distributed=True`` (default: the world).
         shard_data: with ``distributed=True``: every rank passes the same batches and reads
             every ``world_size``-th one (default ``False``: each rank passes its own shard,
@@ -87,14 +90,15 @@ class PruningOptions:
     granularity: str = "element"
     block_size: tuple[int, int] = (32, 32)
     block_density: float | None = None
-    distributed: bool = False
+    distributed: bool | None = None
     process_group: Any = None
     shard_data: bool = False
 
     def __post_init__(self) -> None:
         for flag in ("progress", "distributed", "shard_data"):
-            if not isinstance(getattr(self, flag), bool):
-                raise InvalidOptionError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
+            value = getattr(self, flag)
+            if not isinstance(value, bool) and not (flag == "distributed" and value is None):
+                raise InvalidOptionError(f"{flag} must be True or False, got {value!r}.")
         if self.granularity not in GRANULARITIES:
             raise InvalidOptionError(
                 f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}."
@@ -245,6 +249,21 @@ class ScoringProblem:
                     "smaller batches)."
                 )
 
+    def input_vocabulary(self) -> int | None:
+        """The vocabulary size when the model reads token ids (it starts with an embedding and the
+        data, if any, are integers: :mod:`torch_prune_ext.core.inputs`), else ``None``."""
+        if "vocabulary" not in self.memo:
+            embedding = input_embedding(self.model)
+            dtype = self.data.first_input_dtype() if self.data.given else None
+            floating = dtype is not None and dtype.is_floating_point
+            self.memo["vocabulary"] = None if embedding is None or floating else embedding.num_embeddings
+        return self.memo["vocabulary"]
+
+    def randint(self, high: int, shape: Sequence[int]) -> torch.Tensor:
+        """Integers uniform in ``[0, high)`` from the method's generator, on the model's device."""
+        sample = torch.randint(high, tuple(shape), generator=self.generator, device=self.generator.device)
+        return sample.to(self.device)
+
     def randn(self, shape: Sequence[int], dtype: torch.dtype | None = None) -> torch.Tensor:
         """Standard normal samples from the method's generator, on the model's device."""
         sample = torch.randn(tuple(shape), generator=self.generator, device=self.generator.device,
@@ -278,13 +297,15 @@ def score_once(problem: ScoringProblem, score_fn: ScoreFunction, method: str) ->
 
     Inside the round the global RNG is seeded from the method's generator, so that
     modules drawing from it (dropout in train mode) depend on ``seed=`` alone; the
-    caller's RNG state is restored afterwards.
+    caller's RNG state is restored afterwards. Under distributed scoring an error of this rank
+    reaches the other ranks (:func:`~torch_prune_ext.core.distributed.failures_reported`).
     """
-    with preserved_state(problem.model):
-        torch.manual_seed(_peek_seed(problem.generator))
-        scores = score_fn(problem)
-    scores = [s.detach() for s in scores]
-    check_finite(problem.targets, scores, method)
+    with failures_reported(problem.group):
+        with preserved_state(problem.model):
+            torch.manual_seed(_peek_seed(problem.generator))
+            scores = score_fn(problem)
+        scores = [s.detach() for s in scores]
+        check_finite(problem.targets, scores, method)
     return scores
 
 

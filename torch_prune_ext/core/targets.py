@@ -16,8 +16,47 @@ from torch import nn
 
 from ..errors import TargetError
 
-#: Module types whose ``weight`` is pruned by default.
+#: Module types whose ``weight`` is pruned by default (with ``MultiheadAttention``'s input
+#: projection and Hugging Face's ``Conv1D``, see :func:`is_default_kind`).
 DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+#: Module types added by ``prunable_parameters(include_embeddings=True)``.
+EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
+
+
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is a ``transformers.pytorch_utils.Conv1D`` (weight ``(in, out)``), without importing transformers.
+
+    Examples:
+        >>> is_hf_conv1d(torch.nn.Conv1d(2, 2, 1))
+        False
+    """
+    return any(cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers.")
+               for cls in type(module).__mro__)
+
+
+def is_default_kind(module: nn.Module) -> bool:
+    """Whether the matrix weights of ``module`` are default targets: Conv1d/2d/3d, Linear,
+    ``MultiheadAttention`` (its input projection) and Hugging Face ``Conv1D``."""
+    return isinstance(module, (*DEFAULT_TYPES, nn.MultiheadAttention)) or is_hf_conv1d(module)
+
+
+def weight_names(module: nn.Module, include_bias: bool = False) -> tuple[str, ...]:
+    """The names of the weight (and bias) tensors of ``module`` that pruning considers.
+
+    ``"weight"`` (and ``"bias"``) for most modules; for ``nn.MultiheadAttention`` its input
+    projection, ``"in_proj_weight"`` (``"q_proj_weight"``, ``"k_proj_weight"``, ``"v_proj_weight"``
+    when the key/value sizes differ) and ``"in_proj_bias"``; its ``out_proj`` is a ``Linear`` of its own.
+
+    Examples:
+        >>> weight_names(torch.nn.MultiheadAttention(4, 2), include_bias=True)
+        ('in_proj_weight', 'in_proj_bias')
+    """
+    if isinstance(module, nn.MultiheadAttention):
+        names = ("in_proj_weight",) if module._qkv_same_embed_dim else ("q_proj_weight", "k_proj_weight",
+                                                                         "v_proj_weight")
+        return names + (("in_proj_bias",) if include_bias else ())
+    return ("weight", "bias") if include_bias else ("weight",)
 
 
 def _has_tensor(module: nn.Module, name: str) -> bool:
@@ -27,11 +66,43 @@ def _has_tensor(module: nn.Module, name: str) -> bool:
     return getattr(module, name, None) is not None and name in module._parameters
 
 
+def is_pruned_site(module: nn.Module, name: str) -> bool:
+    """Whether ``torch.nn.utils.prune`` reparametrised ``module.<name>`` (``<name>_orig`` and ``<name>_mask``)."""
+    return name + "_orig" in module._parameters and hasattr(module, name + "_mask")
+
+
+def trainable_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
+    """The parameter behind ``module.<name>``: ``<name>_orig`` when pruned by torch, else ``<name>``."""
+    return module._parameters.get(name + "_orig", module._parameters.get(name))
+
+
+def tensor_sites(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
+    """Every place a parameter lives, by tensor identity: ``id -> [(module_name, module, tensor_name)]``.
+
+    A tied parameter (one tensor under two names, e.g. a language model's input embedding and
+    output head) has several sites, in ``named_modules()`` order; a pruned tensor is listed under
+    its plain name (``"weight"``, not ``"weight_orig"``).
+
+    Examples:
+        >>> net = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False))
+        >>> net[1].weight = net[0].weight
+        >>> [[(n, t) for n, _, t in sites] for sites in tensor_sites(net).values()]
+        [[('0', 'weight'), ('1', 'weight')]]
+    """
+    sites: dict[int, list[tuple[str, nn.Module, str]]] = {}
+    for module_name, module in model.named_modules():
+        for local, value in module._parameters.items():
+            if value is not None:
+                sites.setdefault(id(value), []).append((module_name, module, local.removesuffix("_orig")))
+    return sites
+
+
 def prunable_parameters(
     model: nn.Module,
     *,
     include_bias: bool = False,
     types: Sequence[type[nn.Module]] | None = None,
+    include_embeddings: bool = False,
 ) -> list[tuple[nn.Module, str]]:
     """The ``(module, "weight")`` pairs that pruning-at-initialisation methods prune.
 
@@ -39,13 +110,19 @@ def prunable_parameters(
         model: the network.
         include_bias: also return ``(module, "bias")`` for modules that have a bias,
             right after the module's weight.
-        types: the module types to collect; replaces the default
-            ``(Conv1d, Conv2d, Conv3d, Linear)``.
+        types: the module types to collect; replaces the default kinds: Conv1d/2d/3d,
+            Linear, ``MultiheadAttention`` (its ``in_proj_weight``) and Hugging Face's
+            ``Conv1D`` (recognised by name, without importing transformers).
+        include_embeddings: also collect ``nn.Embedding``/``nn.EmbeddingBag`` weights
+            (embedding matrices are targets only when asked for).
 
     Returns:
         The pairs in ``model.named_modules()`` order: exactly the ``parameters``
         argument of :func:`torch.nn.utils.prune.global_unstructured`. Modules
-        already pruned by ``torch.nn.utils.prune`` are included.
+        already pruned by ``torch.nn.utils.prune`` are included. A tied tensor (one
+        parameter under several names, e.g. an output head sharing the input embedding) is
+        followed by its other names, so that torch masks it under all of them; methods score
+        it once.
 
     Examples:
         >>> import torch_prune_ext as tpe
@@ -55,14 +132,23 @@ def prunable_parameters(
         >>> len(tpe.prunable_parameters(model, include_bias=True))
         4
     """
-    wanted = tuple(types) if types is not None else DEFAULT_TYPES
+    extra = EMBEDDING_TYPES if include_embeddings else ()
+    sites = tensor_sites(model)
     pairs: list[tuple[nn.Module, str]] = []
+    listed: set[tuple[int, str]] = set()
     for module in model.modules():
-        if not isinstance(module, wanted):
+        wanted = isinstance(module, (*types, *extra)) if types is not None else (
+            is_default_kind(module) or isinstance(module, extra))
+        if not wanted:
             continue
-        for name in ("weight", "bias") if include_bias else ("weight",):
-            if _has_tensor(module, name):
-                pairs.append((module, name))
+        for name in weight_names(module, include_bias):
+            if not _has_tensor(module, name) or (id(module), name) in listed:
+                continue
+            tied = [(site, site_name) for _, site, site_name in sites[id(trainable_tensor(module, name))]]
+            for site, site_name in [(module, name), *tied]:  # the tensor's own name first, then its tied names
+                if (id(site), site_name) not in listed:
+                    listed.add((id(site), site_name))
+                    pairs.append((site, site_name))
     return pairs
 
 
@@ -77,6 +163,9 @@ class Target:
         position: the module's index in ``model.named_modules()``; targets sorted by
             ``(position, tensor_name)`` are in the model's canonical order.
         is_pruned: whether ``torch.nn.utils.prune`` already reparametrised it.
+        aliases: the tensor's other places when it is tied (one parameter under several names),
+            as ``(module_name, module, tensor_name)``: it is scored once as this target, and its
+            mask applies under every name.
     """
 
     module: nn.Module
@@ -84,6 +173,7 @@ class Target:
     module_name: str
     position: int
     is_pruned: bool
+    aliases: tuple[tuple[str, nn.Module, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -102,6 +192,13 @@ class Target:
     def mask_key(self) -> str:
         """The ``functional_call`` key of the mask buffer (only for pruned targets)."""
         return self._key("_mask")
+
+    @property
+    def mask_keys(self) -> list[str]:
+        """The ``functional_call`` keys of every mask buffer of this tensor: its own and those of pruned aliases."""
+        own = [self.mask_key] if self.is_pruned else []
+        return own + [f"{name}.{tensor}_mask" if name else f"{tensor}_mask"
+                      for name, module, tensor in self.aliases if is_pruned_site(module, tensor)]
 
     @property
     def raw(self) -> torch.Tensor:
@@ -130,7 +227,8 @@ def resolve_targets(
         targets: ``(module, name)`` pairs; ``None`` means :func:`prunable_parameters`.
 
     Returns:
-        The resolved targets, in the order given.
+        The resolved targets, in the order given; a tied tensor listed under several names is
+        one target (the first name) with the others in :attr:`Target.aliases`.
 
     Raises:
         TargetError: the list is empty, an entry is malformed or not in the model, a
@@ -154,8 +252,10 @@ def resolve_targets(
                 "torch_prune_ext.prunable_parameters(model)."
             )
     positions = {id(m): (i, name) for i, (name, m) in enumerate(model.named_modules())}
+    sites = tensor_sites(model)
     resolved: list[Target] = []
     seen: set[tuple[int, str]] = set()
+    tensors_seen: set[int] = set()
     for pair in pairs:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], nn.Module)
                 and isinstance(pair[1], str)):
@@ -174,9 +274,14 @@ def resolve_targets(
         if (id(module), tensor_name) in seen:
             raise TargetError(f"The target {positions[id(module)][1]}.{tensor_name} appears twice.")
         seen.add((id(module), tensor_name))
+        tensor = trainable_tensor(module, tensor_name)
+        if id(tensor) in tensors_seen:
+            continue  # a tied name of a tensor listed before: scored once, masked under every name
+        tensors_seen.add(id(tensor))
         position, module_name = positions[id(module)]
-        is_pruned = tensor_name + "_orig" in module._parameters and hasattr(module, tensor_name + "_mask")
-        target = Target(module, tensor_name, module_name, position, is_pruned)
+        aliases = tuple(site for site in sites.get(id(tensor), [])
+                        if not (site[1] is module and site[2] == tensor_name))
+        target = Target(module, tensor_name, module_name, position, is_pruned_site(module, tensor_name), aliases)
         if not target.raw.is_floating_point():
             raise TargetError(f"{target.name} is {target.raw.dtype}; only floating-point tensors can be pruned.")
         resolved.append(target)
@@ -220,3 +325,10 @@ def final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
 def canonical_order(targets: Sequence[Target]) -> list[int]:
     """Indices that sort ``targets`` into the model's own order (ties break the same way for any list order)."""
     return sorted(range(len(targets)), key=lambda i: targets[i].sort_key)
+
+
+def torch_view(targets: Sequence[Target], pairs: Iterable[tuple[nn.Module, str]]) -> list[int]:
+    """For each ``(module, name)`` of the list torch was given, the index of its target (tied names
+    map to the same target): the order of torch's flat vector in ``global_unstructured``."""
+    index = {id(t.raw): i for i, t in enumerate(targets)}
+    return [index[id(trainable_tensor(module, name))] for module, name in pairs]

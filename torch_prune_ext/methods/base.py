@@ -22,10 +22,11 @@ from torch.nn.utils import prune
 
 from ..core.batches import PruningData
 from ..core.deepcopy import make_deepcopyable
+from ..core.distributed import ScoringGroup, failures_reported
 from ..core.report import check_collapse
 from ..core.schedules import pruned_counts
 from ..core.scoring import PruningOptions, RoundCallback, RoundState, ScoringProblem, run_schedule
-from ..core.targets import Target, resolve_targets
+from ..core.targets import Target, prunable_parameters, resolve_targets, torch_view
 from ..errors import InvalidAmountError, InvalidOptionError, MissingDataError, TargetError, UnknownOptionError
 
 
@@ -217,6 +218,13 @@ class PruningMethod(prune.BasePruningMethod):
             targets = cls.default_targets(model, config)
         resolved: list[Target] = resolve_targets(model, targets)
         group = options.scoring_group()
+        with failures_reported(group):
+            return cls._checked_problem(model, data, resolved, options, group)
+
+    @classmethod
+    def _checked_problem(cls, model: nn.Module, data: Any, resolved: list[Target], options: PruningOptions,
+                         group: ScoringGroup | None) -> ScoringProblem:
+        """:meth:`prepare` once the targets and the process group are known (rank-local errors reach every rank)."""
         shard = (group.rank, group.world_size) if group is not None and group.shard_data else None
         pruning_data = PruningData(data, resolved[0].raw.device, resolved[0].raw.dtype, shard)
         if (cls.needs_data or cls.needs_labels) and not pruning_data.given:
@@ -266,7 +274,7 @@ class PruningMethod(prune.BasePruningMethod):
 
     # ------------------------------------------------------- torch's interface
     def _final_masks(self, n_alive_given: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The targets' masks before and after the whole schedule (nothing is applied).
+        """The masks before and after the whole schedule, one per entry of torch's parameter list (nothing is applied).
 
         Args:
             n_alive_given: the number of unpruned entries torch handed over, checked
@@ -275,10 +283,12 @@ class PruningMethod(prune.BasePruningMethod):
         problem = self.prepare(self.model, self.data, self.targets, self.options, self.config)
         old = [m.clone() for m in problem.masks]
         n_alive = sum(int((m != 0).sum()) for m in old)
-        if n_alive_given is not None and n_alive_given != n_alive:
+        view = self._torch_view(problem.targets)
+        n_alive_view = sum(int((old[i] != 0).sum()) for i in view)
+        if n_alive_given is not None and n_alive_given != n_alive_view:
             raise TargetError(
                 f"torch handed {type(self).__name__} {n_alive_given} unpruned entries, but its targets have "
-                f"{n_alive}. When the parameter list given to global_unstructured is not "
+                f"{n_alive_view}. When the parameter list given to global_unstructured is not "
                 "prunable_parameters(model), pass the same list as targets=."
             )
         n_dead = sum(m.numel() for m in old) - n_alive
@@ -289,7 +299,12 @@ class PruningMethod(prune.BasePruningMethod):
         check_collapse(self.model, problem.targets, new, problem.known_input_shape(), self.options.on_collapse,
                        self.name)
         make_deepcopyable(t.module for t in problem.targets)  # torch prunes them next: deepcopy keeps working
-        return old, new
+        return [old[i] for i in view], [new[i] for i in view]
+
+    def _torch_view(self, targets: list[Target]) -> list[int]:
+        """The target index of each entry of torch's parameter list (a tied tensor listed twice appears twice)."""
+        pairs = self.targets if self.targets is not None else self.default_targets(self.model, self.config)
+        return torch_view(targets, pairs if pairs is not None else prunable_parameters(self.model))
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         """The mask torch asks for: over the still-unpruned entries of the targets, in order.

@@ -12,7 +12,9 @@ independent *draw* ``(theta, z, Delta)``:
   ``config.init`` (``kaiming_normal_``, fan_in, gain sqrt(2) by default). Biases keep their
   values; BatchNorm is computed with gamma = 1, beta = 0. ("new input, new weight")
 * ``z ~ N(0, I)`` with the shape of the pruning batch (only the *shape* of the data is used;
-  without data the shape is ``(batch_size, *input_shape)``). ("random input")
+  without data the shape is ``(batch_size, *input_shape)``). ("random input") For a token
+  model (one that starts with ``nn.Embedding``, fed integer ids): token ids drawn uniformly
+  from the input embedding's vocabulary, in the same shape (:mod:`torch_prune_ext.core.inputs`).
 * ``Delta ~ N(0, 1)`` on the target (prunable) tensors only; ``eps`` (``epsilon``) is a
   standard deviation.
 
@@ -68,7 +70,8 @@ Order of the random draws (the documented contract that :func:`draw_samples` imp
 for ``r`` in ``range(repeats)``, for each pruning batch shape ``s`` in data order:
 (1) ``theta``: ``config.init(t, generator)`` for every Conv/Linear weight in
 ``model.named_modules()`` order, ``t`` a fresh uninitialised tensor of the weight's shape,
-the model's dtype and the generator's device; (2) ``z = randn(s)``; (3) ``Delta_i =
+the model's dtype and the generator's device; (2) ``z = randn(s)`` (token models:
+``z = randint(vocabulary, s)``); (3) ``Delta_i =
 randn(shape of target i)`` for every target in target order. All from the method's
 generator, in the MODEL's dtype (so ``dtype=torch.float64`` on a float32 model computes the
 same draws exactly), then moved to the model's device and cast to the compute dtype.
@@ -93,9 +96,9 @@ from torch import nn
 from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
 
-from ..core.functional import FunctionalModel, preserved_state
+from ..core.functional import FunctionalModel, parameter_keys, preserved_state
 from ..core.scoring import ScoringProblem
-from ..core.targets import DEFAULT_TYPES
+from ..core.targets import is_default_kind, trainable_tensor, weight_names
 from ..errors import BatchShapeError, InvalidOptionError, MissingDataError
 from .base import PruningMethod
 
@@ -212,23 +215,25 @@ class NTKSAPConfig:
 def redrawn_weight_keys(model: nn.Module) -> list[str]:
     """``functional_call`` keys of the weights redrawn for every draw, in module order.
 
-    Every Conv1d/2d/3d and Linear ``weight`` (``weight_orig`` when the module is pruned by
-    ``torch.nn.utils.prune``), whether it is a target or not.
+    Every default-kind matrix weight (:func:`~torch_prune_ext.core.targets.is_default_kind`:
+    Conv1d/2d/3d and Linear ``weight``, ``MultiheadAttention.in_proj_weight``, Hugging Face
+    ``Conv1D.weight``; ``weight_orig`` when pruned by ``torch.nn.utils.prune``), whether it is a
+    target or not; a tied weight once, under its first name.
 
     Examples:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
         >>> redrawn_weight_keys(net)
         ['0.weight', '2.weight']
     """
-    keys = []
-    for name, module in model.named_modules():
-        if not isinstance(module, DEFAULT_TYPES):
+    names = parameter_keys(model)
+    keys: list[str] = []
+    for module in model.modules():
+        if not is_default_kind(module):
             continue
-        prefix = f"{name}." if name else ""
-        if isinstance(module._parameters.get("weight_orig"), torch.Tensor):
-            keys.append(prefix + "weight_orig")
-        elif isinstance(module._parameters.get("weight"), torch.Tensor):
-            keys.append(prefix + "weight")
+        for local in weight_names(module):
+            tensor = trainable_tensor(module, local)
+            if tensor is not None and names[id(tensor)] not in keys:
+                keys.append(names[id(tensor)])
     return keys
 
 
@@ -299,6 +304,7 @@ def iter_draws(
     generator, device = problem.generator, problem.device
     params = dict(problem.model.named_parameters())
     keys = redrawn_weight_keys(problem.model)
+    vocabulary = problem.input_vocabulary()
     for _ in range(config.repeats):
         for shape in shapes:
             theta = []
@@ -311,7 +317,10 @@ def iter_draws(
                         f"{getattr(new, 'shape', type(new).__name__)}."
                     )
                 theta.append(new.to(device=device, dtype=dtype))
-            z = problem.randn(shape, draw_dtype).to(dtype)
+            if vocabulary is None:
+                z = problem.randn(shape, draw_dtype).to(dtype)
+            else:
+                z = problem.randint(vocabulary, shape)
             delta = [problem.randn(t.raw.shape, draw_dtype).to(dtype) for t in problem.targets]
             yield Draw(theta, z, delta)
 
@@ -455,10 +464,10 @@ class NTKSAPObjective:
         self.keys = keys
         position = {key: i for i, key in enumerate(keys)}
         #: per target: index into theta, or None (the target keeps its value, e.g. a bias)
-        self.theta_index = [position.get(t.raw_key) for t in problem.targets]
+        self.theta_index = [position.get(key) for key in self.fm.target_keys]
         self.kept = [t.raw.detach().to(dtype) if i is None else None
                      for t, i in zip(problem.targets, self.theta_index)]
-        target_keys = {t.raw_key for t in problem.targets}
+        target_keys = set(self.fm.target_keys)
         self.other = [(i, key) for i, key in enumerate(keys) if key not in target_keys]
 
     def base_weights(self, theta: Sequence[torch.Tensor]) -> list[torch.Tensor]:

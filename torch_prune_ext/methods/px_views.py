@@ -230,12 +230,17 @@ def _parameter_roles(model: nn.Module) -> dict[str, str]:
     return roles
 
 
+#: The methods that run on any differentiable model (token models, attention), for PX's error messages.
+_OTHER_METHODS = "snip, iter_snip, grasp, synflow, ntksap, lnpt, magnitude, random"
+
+
 def _check_theory_model(problem: ScoringProblem, roles: dict[str, str]) -> None:
     for name, role in roles.items():
         if role.startswith("other:"):
             raise UnsupportedLayerError(
                 f"px cannot place the parameter {name} of a {role[6:]} module in its path decomposition (it knows "
-                "Conv/Linear weights and biases and BatchNorm). Replace the module, or use mode='reference'."
+                "Conv/Linear weights and biases and BatchNorm). Replace the module, use mode='reference', or "
+                f"prune this model with a method that supports it: {_OTHER_METHODS}."
             )
     for target in problem.targets:
         if not isinstance(target.module, _WEIGHTED):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..core.scoring import ScoringProblem
 from ..errors import InvalidOptionError
@@ -145,7 +146,8 @@ class GraSP(PruningMethod):
     g = Σ_b ∇_θ L_b (detached), Hg = Σ_b ∇_θ ⟨g, ∇_θ L_b⟩ over the target weights,
     score = Hg ⊙ θ, with L computed on logits / temperature and the same batches for g and
     Hg. The lowest scores are pruned (the paper's S = -θ ⊙ Hg with the highest removed).
-    Never pass these scores through anything that takes absolute values.
+    Never pass these scores through anything that takes absolute values. Attention runs on
+    the math SDPA backend while scoring (the fused kernels have no double backward).
 
     Examples:
         >>> import torch_prune_ext as tpe
@@ -164,6 +166,12 @@ class GraSP(PruningMethod):
 
     @classmethod
     def score(cls, problem: ScoringProblem, config: GraSPConfig) -> list[torch.Tensor]:
+        # Hg needs a double backward, which the fused (flash/memory-efficient) attention kernels lack.
+        with sdpa_kernel(SDPBackend.MATH):
+            return cls._hessian_gradient_scores(problem, config)
+
+    @classmethod
+    def _hessian_gradient_scores(cls, problem: ScoringProblem, config: GraSPConfig) -> list[torch.Tensor]:
         fm = problem.functional()
         set_mode(problem.model, config.mode)
         batches = list(problem.data.labelled(cls.name))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.inputs import AllOnesEmbedding
 from ..core.scoring import ScoringProblem
 from ..errors import InvalidOptionError
 from .base import PruningMethod
@@ -44,7 +45,11 @@ def _linearised_scores(problem: ScoringProblem, shape: tuple[int, ...],
     theta = [w.abs().to(dtype).requires_grad_(True) for w in problem.weights()]
     masks = [m.to(dtype) for m in problem.masks]
     problem.model.eval()
-    output = fm(torch.ones((1, *shape), dtype=dtype, device=problem.device), theta, masks)
+    if problem.input_vocabulary() is None:
+        output = fm(torch.ones((1, *shape), dtype=dtype, device=problem.device), theta, masks)
+    else:  # a token model: the all-ones input in embedding space (core/inputs.py)
+        with AllOnesEmbedding():
+            output = fm(torch.zeros((1, *shape), dtype=torch.long, device=problem.device), theta, masks)
     flow = output.sum()
     grads = torch.autograd.grad(flow, theta)
     return [(t.detach() * g).abs() for t, g in zip(theta, grads)], flow.detach()
@@ -63,7 +68,9 @@ class SynFlow(PruningMethod):
 
     "Linearised": every parameter and buffer (weights, biases, BN affine and running
     statistics) replaced by its absolute value, eval mode, a single all-ones example of shape
-    ``(1, *input_shape)``. Pruned entries score 0. 100 rounds with the exponential schedule by
+    ``(1, *input_shape)``; for a token model (one that starts with ``nn.Embedding``) the all-ones
+    input is taken in embedding space: every embedding lookup returns the sum of its rows
+    (:class:`~torch_prune_ext.core.inputs.AllOnesEmbedding`). Pruned entries score 0. 100 rounds with the exponential schedule by
     default. Data-free: pass ``input_shape=`` or a batch to read it from. Computed in float64
     where float32 overflows (see :class:`SynFlowConfig`).
 
