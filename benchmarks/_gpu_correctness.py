@@ -168,13 +168,13 @@ def _finish(ctx: Context, table: Table, started: float, cut: bool) -> Outcome:
 
 # ------------------------------------------------------------------------------------------- Conv2d
 
-#: The Conv2d kernel module (branch tconv16); its self-check ``check_conv_kernels(device, dtypes, shapes)``.
-CONV_MODULE = "torch_prune_ext.kernels.triton_conv"
+#: The Conv2d kernels' self-check: ``check_conv_kernels(device, dtypes, shapes)`` (max errors of forward, dX, dW).
+CONV_MODULE = "torch_prune_ext.kernels.selfcheck"
 
-#: Conv cases handed to ``check_conv_kernels``: (batch, in_ch, out_ch, size, kernel, stride, padding, block, density).
-CONV_SHAPES = {"tiny": [(2, 16, 16, 6, 3, 1, 1, 16, 0.5)],
-               "full": [(32, 64, 64, 32, 3, 1, 1, 32, 0.5), (16, 128, 256, 16, 3, 2, 1, 64, 0.25),
-                        (64, 256, 256, 8, 3, 1, 1, 32, 0.1), (8, 64, 128, 16, 1, 1, 0, 16, 0.5)]}
+
+def conv_shapes(module, tiny: bool) -> list:
+    """Cases handed to ``check_conv_kernels``: one tiny layer in a dry run, else ResNet-20 and VGG-16 layers."""
+    return [module.ConvCase("tiny", 2, 16, 16, 6)] if tiny else list(module.REALISTIC_CONV_CASES)
 
 
 def conv_correctness(ctx: Context) -> Outcome:
@@ -189,7 +189,7 @@ def conv_correctness(ctx: Context) -> Outcome:
         return _finish(ctx, table, started, cut=False)
     dtypes = [DTYPES[d] for d in checked_dtypes(ctx)]
     ctx.log(f"conv kernel self-check on {ctx.device}, {len(dtypes)} dtypes")
-    results = module.check_conv_kernels(ctx.device, dtypes, CONV_SHAPES["tiny" if ctx.tiny else "full"])
+    results = module.check_conv_kernels(ctx.device, dtypes, conv_shapes(module, ctx.tiny))
     if not results:
         return Outcome("partial", note="check_conv_kernels returned no rows")
     rows = []
