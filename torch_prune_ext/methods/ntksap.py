@@ -9,7 +9,9 @@ For every repeat ``r`` (``repeats`` of them) and every pruning batch ``b`` there
 independent *draw* ``(theta, z, Delta)``:
 
 * ``theta``: every Conv1d/2d/3d and Linear ``weight`` of the model redrawn with
-  ``config.init`` (``kaiming_normal_``, fan_in, gain sqrt(2) by default). Biases keep their
+  ``config.init`` (``kaiming_normal_``, fan_in, gain sqrt(2) by default; a Hugging Face
+  ``Conv1D`` weight, stored ``(in, out)``, is drawn in PyTorch's ``(out, in)`` layout and
+  transposed, so that its fan_in is its input size). Biases keep their
   values; BatchNorm is computed with gamma = 1, beta = 0. ("new input, new weight")
 * ``z ~ N(0, I)`` with the shape of the pruning batch (only the *shape* of the data is used;
   without data the shape is ``(batch_size, *input_shape)``). ("random input") For a token
@@ -98,7 +100,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..core.functional import FunctionalModel, parameter_keys, preserved_state
 from ..core.scoring import ScoringProblem
-from ..core.targets import is_default_kind, trainable_tensor, weight_names
+from ..core.targets import is_default_kind, is_hf_conv1d, trainable_tensor, weight_names
 from ..errors import BatchShapeError, InvalidOptionError, MissingDataError
 from .base import PruningMethod
 
@@ -114,6 +116,7 @@ __all__ = [
     "ntksap_scores",
     "pruning_batch_shapes",
     "redrawn_weight_keys",
+    "transposed_weight_keys",
 ]
 
 #: ``init(t, generator) -> Tensor``: redraw one Conv/Linear weight (see :class:`NTKSAPConfig`).
@@ -172,7 +175,9 @@ class NTKSAPConfig:
             fresh uninitialised tensor of the weight's shape, the model's dtype and the
             generator's device; return the new weight (in-place initialisers such as
             ``lambda t, g: nn.init.xavier_normal_(t, generator=g)`` fill and return ``t``).
-            Default :func:`kaiming_normal_init`. Draw only from ``generator``.
+            Default :func:`kaiming_normal_init`. Draw only from ``generator``. A Hugging Face
+            ``Conv1D`` weight, stored ``(in, out)``, is passed as ``(out, in)`` (PyTorch's layout,
+            the one fan-based initialisers assume) and the result transposed.
         vectorize: ``True``: draws are stacked (``chunk_size`` at a time) and evaluated with
             ``vmap(grad(J))``; ``False``: one draw at a time with ``torch.autograd.grad``.
             Same numbers up to rounding (summation order, batched kernels). ``None``
@@ -235,6 +240,21 @@ def redrawn_weight_keys(model: nn.Module) -> list[str]:
             if tensor is not None and names[id(tensor)] not in keys:
                 keys.append(names[id(tensor)])
     return keys
+
+
+def transposed_weight_keys(model: nn.Module) -> set[str]:
+    """The :func:`redrawn_weight_keys` stored as ``(in, out)``: Hugging Face ``Conv1D`` weights.
+
+    They are drawn in PyTorch's ``(out, in)`` layout and transposed, so that ``init`` computes the
+    fan_in from the input axis (``weight.shape[0]`` of the stored tensor).
+
+    Examples:
+        >>> transposed_weight_keys(torch.nn.Sequential(torch.nn.Linear(4, 3)))
+        set()
+    """
+    names = parameter_keys(model)
+    return {names[id(trainable_tensor(module, "weight"))] for module in model.modules()
+            if is_hf_conv1d(module) and trainable_tensor(module, "weight") is not None}
 
 
 class Draw(NamedTuple):
@@ -304,18 +324,23 @@ def iter_draws(
     generator, device = problem.generator, problem.device
     params = dict(problem.model.named_parameters())
     keys = redrawn_weight_keys(problem.model)
+    transposed = transposed_weight_keys(problem.model)
     vocabulary = problem.input_vocabulary()
     for _ in range(config.repeats):
         for shape in shapes:
             theta = []
             for key in keys:
-                fresh = torch.empty(params[key].shape, dtype=draw_dtype, device=generator.device)
+                flip = key in transposed  # HF Conv1D: (in, out) stored, drawn as (out, in)
+                init_shape = tuple(params[key].shape)[::-1] if flip else tuple(params[key].shape)
+                fresh = torch.empty(init_shape, dtype=draw_dtype, device=generator.device)
                 new = config.init(fresh, generator)
-                if not isinstance(new, torch.Tensor) or new.shape != params[key].shape:
+                if not isinstance(new, torch.Tensor) or tuple(new.shape) != init_shape:
                     raise InvalidOptionError(
-                        f"init must return a tensor of shape {tuple(params[key].shape)} for {key}, got "
+                        f"init must return a tensor of shape {init_shape} for {key}, got "
                         f"{getattr(new, 'shape', type(new).__name__)}."
                     )
+                if flip:
+                    new = new.t().contiguous()
                 theta.append(new.to(device=device, dtype=dtype))
             if vocabulary is None:
                 z = problem.randn(shape, draw_dtype).to(dtype)
