@@ -113,10 +113,16 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return MaskedConv2dFunction.apply(x, weight, bias, plan)
 
 
-@torch.compiler.disable
-def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: ConvPlan) -> torch.Tensor:
+def _masked_conv2d_eager(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         plan: ConvPlan) -> torch.Tensor:
     # Python loops over tiles and Triton launches inside a custom Function: run eagerly (graph break under torch.compile).
     return masked_conv2d(x, weight, bias, plan)
+
+
+# torch._disable_dynamo, not the @torch.compiler.disable decorator: the latter imports torch._dynamo
+# (~1 s) when this module loads, i.e. on `import torch_prune_ext`; this one imports it on the first call
+# (same guard as kernels/accelerate.py's _run).
+_run = torch._disable_dynamo(_masked_conv2d_eager)
 
 
 class AcceleratedConv2d(AcceleratedLayer):
