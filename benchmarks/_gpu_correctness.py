@@ -189,20 +189,30 @@ def conv_correctness(ctx: Context) -> Outcome:
         return _finish(ctx, table, started, cut=False)
     dtypes = [DTYPES[d] for d in checked_dtypes(ctx)]
     ctx.log(f"conv kernel self-check on {ctx.device}, {len(dtypes)} dtypes")
-    results = module.check_conv_kernels(ctx.device, dtypes, conv_shapes(module, ctx.tiny))
+    cases = conv_shapes(module, ctx.tiny)
+    # fp32 products as the Linear kernels multiply them on this device (TF32 on CUDA unless disabled).
+    allow_tf32 = fp32_mode(ctx) == "tf32"
+    results = module.check_conv_kernels(ctx.device, dtypes, cases, allow_tf32=allow_tf32)
     if not results:
         return Outcome("partial", note="check_conv_kernels returned no rows")
+    names = {v: k for k, v in DTYPES.items()}
+    by_name = {case.name: case for case in cases}
     rows = []
+    # check_conv_kernels returns one dict per (case, dtype, density) with "dtype" as e.g. "float32" and
+    # {forward,grad_input,grad_weight}_max_{abs,rel}: one row per quantity, like the Linear rows.
     for index, result in enumerate(results):
-        dtype = next((k for k, v in DTYPES.items() if v == result.get("dtype") or k == str(result.get("dtype"))),
-                     str(result.get("dtype")))
-        rels = [float(v) for key, v in result.items() if "rel" in key and isinstance(v, (int, float))]
-        abss = [float(v) for key, v in result.items() if "abs" in key and isinstance(v, (int, float))]
-        rel = max(rels) if rels else float("nan")
+        dtype = names.get(getattr(torch, str(result["dtype"]), None), str(result["dtype"]))
+        case = by_name.get(result["case"])
+        shape = (f"{case.batch}x{case.in_channels}x{case.size}x{case.size}->{case.out_channels}"
+                 f"/k{case.kernel_size}s{case.stride}p{case.padding}" if case is not None else result["case"])
         tol = tolerance(ctx, dtype) if dtype in DTYPES else float("nan")
-        rows.append(dict(case=f"conv/{index}", layer="conv2d (triton_conv)", dtype=dtype, fp32_mode=fp32_mode(ctx),
-                         shape=str(result.get("shape", "")), max_abs_err=max(abss) if abss else float("nan"),
-                         max_rel_err=rel, tolerance=tol, detail=json.dumps(result, default=str),
-                         **{"pass": rel <= tol}))
+        for quantity in ("forward", "grad_input", "grad_weight"):
+            rel = float(result[f"{quantity}_max_rel"])
+            ok = rel <= tol and (quantity != "grad_weight" or bool(result.get("masked_grad_zero", True)))
+            rows.append(dict(case=f"conv/{index}", layer="conv2d (triton_conv)", dtype=dtype,
+                             fp32_mode="tf32" if allow_tf32 else "ieee", shape=shape, block=result.get("block", ""),
+                             density=result.get("density", ""), quantity=quantity,
+                             max_abs_err=float(result[f"{quantity}_max_abs"]), max_rel_err=rel, tolerance=tol,
+                             detail=json.dumps(result, default=str), **{"pass": ok}))
     table.add(rows)
     return _finish(ctx, table, started, cut=False)

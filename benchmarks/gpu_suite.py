@@ -4,7 +4,7 @@ Steps, in priority order (each writes its own CSV + markdown into the results fo
 
 1. ``kernel_correctness``: the Triton Linear kernels (forward, dX, dW; direct and through
    ``AcceleratedLinear(backend="triton")``) in fp32/fp16/bf16 against the masked dense result.
-2. ``conv_correctness``: the Conv2d kernels' self-check (``torch_prune_ext.kernels.triton_conv``,
+2. ``conv_correctness``: the Conv2d kernels' self-check (``torch_prune_ext.kernels.selfcheck``,
    when that module is in the tree).
 3. ``kernel_speed``: ours vs cuBLAS dense, torch's Triton BSR and 2:4 at 50-99% sparsity, blocks
    16/32/64, with % of the roofline.
