@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +13,7 @@ from torch import nn
 __all__ = ["AcceleratedLayer"]
 
 
-class AcceleratedLayer(nn.Module):
+class AcceleratedLayer(nn.Module, metaclass=abc.ABCMeta):
     """Base of :class:`~torch_prune_ext.kernels.accelerate.AcceleratedLinear` and ``AcceleratedConv2d``.
 
     ``weight`` is a dense parameter holding zeros where pruned (its gradient is zero there, so it stays
@@ -35,8 +37,9 @@ class AcceleratedLayer(nn.Module):
         self._table = table
         return mask
 
+    @abc.abstractmethod
     def _make_plan(self) -> Any:
-        raise NotImplementedError
+        """The layer's dispatch plan (each subclass asks its own dispatcher)."""
 
     @property
     def backend(self) -> str:
