@@ -193,3 +193,14 @@ def test_accuracy_script_runs_resumes_and_merges_parts(tiny_preset, tmp_path, ca
     line = next(line for line in text.splitlines() if line.startswith("| magnitude | 50% |"))
     accuracies = {r.seed: r.test_accuracy for r in part1 + part2 if r.method == "magnitude"}
     assert [c.strip() for c in line.strip("|").split("|")][2:4] == [f"{100 * accuracies[s]:.2f}" for s in (0, 1)]
+
+
+def test_the_summary_tells_an_unknown_method_from_a_variant_that_cannot_run_yet(extra_variants, data):
+    result = run_comparison(tiny_config(methods=("magnitude", "snip-bogus", "no_such_method"), seeds=(0,),
+                                        sparsities=(0.5,)), data)
+    text = summary.format_text_summary(result)
+    assert "skipped (not in torch_prune_ext.METHODS yet): no_such_method" in text
+    assert "skipped (variants whose options their method does not accept yet): snip-bogus" in text
+    notes = " ".join(summary._notes(result))
+    assert "METHODS` yet (they run automatically once they exist): no_such_method." in notes
+    assert "does not accept yet (they run automatically once it does): snip-bogus." in notes

@@ -227,16 +227,29 @@ def format_text_summary(result: ComparisonResult) -> str:
         lines.append(f"dense: {dense}")
     if rows:
         lines += ["", format_table(headers, rows, "l" + "r" * (len(headers) - 1))]
-    if result.skipped_methods:
-        lines.append(f"\nskipped (not in torch_prune_ext.METHODS yet): {', '.join(result.skipped_methods)}")
+    unknown, variants = _skipped(result)
+    if unknown:
+        lines.append(f"\nskipped (not in torch_prune_ext.METHODS yet): {', '.join(unknown)}")
+    if variants:
+        lines.append(f"\nskipped (variants whose options their method does not accept yet): {', '.join(variants)}")
     return "\n".join(lines)
+
+
+def _skipped(result: ComparisonResult) -> tuple[list[str], list[str]]:
+    """The skipped labels split into unknown method names and variants that cannot run yet."""
+    variants = [name for name in result.skipped_methods if name.lower() in VARIANTS]
+    return [name for name in result.skipped_methods if name not in variants], variants
 
 
 def _notes(result: ComparisonResult) -> list[str]:
     notes = []
-    if result.skipped_methods:
+    unknown, variants = _skipped(result)
+    if unknown:
         notes.append(f"Skipped, not in `torch_prune_ext.METHODS` yet (they run automatically once they exist): "
-                     f"{', '.join(result.skipped_methods)}.")
+                     f"{', '.join(unknown)}.")
+    if variants:
+        notes.append(f"Skipped, variants whose options their method does not accept yet (they run automatically "
+                     f"once it does): {', '.join(variants)}.")
     used = {row.method for row in result.rows}
     for method, options in METHOD_OPTIONS.items():
         if method in used:
