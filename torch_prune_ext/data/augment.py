@@ -188,7 +188,7 @@ class CifarTrainAugment:
         self.generator = generator
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment a batch ``(N, C, H, W)``; returns a new tensor ``(N, C, size, size)`` (``(N, C, H, W)`` for ``size=None``)."""
+        """Augment a batch ``(N, C, H, W)``; returns a new tensor ``(N, C, size, size)`` (same size for ``size=None``)."""
         size = (x.shape[-2], x.shape[-1]) if self.size is None else self.size
         x = random_crop(x, size, self.padding, generator=self.generator)
         x = random_horizontal_flip(x, self.flip_p, generator=self.generator)
