@@ -12,12 +12,15 @@ pads with the mean colour instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CifarTrainAugment", "normalize", "random_crop", "random_horizontal_flip"]
+__all__ = ["CifarTrainAugment", "Transform", "normalize", "random_crop", "random_horizontal_flip"]
+
+#: A batch transform ``x -> x'`` (augmentation, normalisation, a contrastive view, ...).
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _check_batch(x: torch.Tensor, name: str) -> None:
@@ -153,7 +156,7 @@ class CifarTrainAugment:
     black on [0, 1] images as torchvision's ``RandomCrop(32, padding=4)`` does.
 
     Args:
-        size: crop size.
+        size: crop size (an int for a square); ``None`` = the size of each input batch.
         padding: zero padding on each side before cropping.
         flip_p: probability of a horizontal flip.
         mean: per-channel mean to normalise with after augmenting (``None``: no normalisation).
@@ -168,7 +171,7 @@ class CifarTrainAugment:
 
     def __init__(
         self,
-        size: int = 32,
+        size: int | tuple[int, int] | None = 32,
         padding: int = 4,
         flip_p: float = 0.5,
         mean: Sequence[float] | None = None,
@@ -185,8 +188,9 @@ class CifarTrainAugment:
         self.generator = generator
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment a batch ``(N, C, H, W)``; returns a new tensor ``(N, C, size, size)``."""
-        x = random_crop(x, self.size, self.padding, generator=self.generator)
+        """Augment a batch ``(N, C, H, W)``; returns a new tensor ``(N, C, size, size)`` (same size for ``size=None``)."""
+        size = (x.shape[-2], x.shape[-1]) if self.size is None else self.size
+        x = random_crop(x, size, self.padding, generator=self.generator)
         x = random_horizontal_flip(x, self.flip_p, generator=self.generator)
         if self.mean is not None and self.std is not None:
             x = normalize(x, self.mean, self.std)

@@ -15,18 +15,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..data.augment import CifarTrainAugment, normalize
+from ..data.augment import CifarTrainAugment, Transform, normalize
 from ..errors import InvalidOptionError
-from ..training.distill import accuracy, enforce_masks
+from ..training.batches import model_device
+from ..training.loop import train_epochs
+from ..training.metrics import tensor_accuracy
 
 logger = logging.getLogger("torch_prune_ext")
 
@@ -37,8 +38,6 @@ SCHEDULES = ("cosine", "onecycle", "constant")
 
 #: Compute precisions of the training forward pass: float32, or bfloat16 autocast.
 PRECISIONS = ("fp32", "bf16")
-
-Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def is_plain_int(value: object) -> bool:
@@ -207,7 +206,12 @@ def _batch_transform(
                 f"augment=True needs image batches (N, C, H, W), got training inputs of shape {tuple(x.shape)}; "
                 "use augment=False for flat inputs."
             )
-        return CifarTrainAugment(size=tuple(x.shape[-2:]), padding=4, mean=mean, std=std, generator=generator)
+        return CifarTrainAugment(size=None, padding=4, mean=mean, std=std, generator=generator)
+    return _normalizer(mean, std)
+
+
+def _normalizer(mean: Sequence[float] | None, std: Sequence[float] | None) -> Transform | None:
+    """Per-channel normalisation of a batch with ``mean`` and ``std``, or ``None`` without them."""
     if mean is not None and std is not None:
         return lambda batch: normalize(batch, mean, std)
     return None
@@ -240,7 +244,7 @@ def train_model(
         mean: per-channel mean to normalise every batch with (after augmentation);
             ``None`` when ``x`` is normalised already.
         std: per-channel standard deviation, with ``mean``.
-        progress: show a tqdm bar over epochs (``leave=False``).
+        progress: show a tqdm bar per epoch (``leave=False``).
 
     Returns:
         A :class:`TrainResult` with the mean loss of every epoch.
@@ -261,7 +265,7 @@ def train_model(
         raise InvalidOptionError(f"x has {len(x)} examples but y has {len(y)}; pass matching inputs and labels.")
     if (mean is None) != (std is None):
         raise InvalidOptionError("Give both mean and std to normalise the batches, or neither.")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     generator = torch.Generator().manual_seed(int(seed))
     transform = _batch_transform(recipe, x, mean, std, generator)
     channels_last = recipe.channels_last and x.ndim == 4
@@ -271,32 +275,19 @@ def train_model(
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     scheduler = make_scheduler(optimizer, recipe, recipe.epochs * steps_per_epoch)
-    enforce_masks(model)
-    losses: list[float] = []
-    steps = 0
-    model.train()
-    for _epoch in tqdm(range(recipe.epochs), desc="epochs", leave=False, disable=not progress):
-        order = torch.randperm(len(x), generator=generator)
-        total, count = 0.0, 0
-        for start in range(0, len(x), recipe.batch_size):
-            index = order[start:start + recipe.batch_size]
-            xb, yb = x[index], y[index]
-            if transform is not None:
-                xb = transform(xb)
-            xb, yb = xb.to(device), yb.to(device)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
-                loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            enforce_masks(model)
-            total += float(loss.detach()) * len(index)
-            count += len(index)
-            steps += 1
-        losses.append(total / max(count, 1))
+
+    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if transform is not None:
+            xb = transform(xb)
+        xb, yb = xb.to(device), yb.to(device)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
+            return F.cross_entropy(model(xb), yb)
+
+    losses = train_epochs(model, optimizer, x, y, loss_fn, epochs=recipe.epochs, batch_size=recipe.batch_size,
+                          generator=generator, scheduler=scheduler, desc="epoch", progress=progress)
+    steps = recipe.epochs * steps_per_epoch
     model.eval()
     return TrainResult(tuple(losses), steps)
 
@@ -332,13 +323,4 @@ def evaluate_accuracy(
     """
     if len(x) != len(y):
         raise InvalidOptionError(f"x has {len(x)} examples but y has {len(y)}; pass matching inputs and labels.")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size]
-            if mean is not None and std is not None:
-                xb = normalize(xb, mean, std)
-            yield xb.to(device), y[start:start + batch_size].to(device)
-
-    return accuracy(model, batches())
+    return tensor_accuracy(model, x, y, batch_size, _normalizer(mean, std))

@@ -28,19 +28,10 @@ from .augment import (
 )
 from .init import proactive_init_
 from .objective import ProjectionHead, encode, find_head, invariance_loss, nt_xent
-from .pipeline import (
-    IUNETConfig,
-    IUNETReport,
-    StageResult,
-    accuracy,
-    consistency,
-    encoder_targets,
-    finetune,
-    prune_encoder,
-    reset_batchnorm_,
-    rewind_,
-    run_iunet,
-)
+from .metrics import accuracy, consistency
+from .pipeline import run_iunet
+from .report import IUNETConfig, IUNETReport, StageResult
+from .stages import encoder_targets, finetune, prune_encoder, reset_batchnorm_, rewind_
 from .tabular import TABULAR_DATASETS, load_tabular
 
 __all__ = [

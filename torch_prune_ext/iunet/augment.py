@@ -3,7 +3,7 @@
 Vision: :func:`random_resized_crop`, :func:`color_jitter`, :func:`random_grayscale`
 (plus :func:`torch_prune_ext.data.random_horizontal_flip`), composed by
 :class:`VisionViews`; the supervised branch uses :class:`StandardAugment` (the library's
-:func:`~torch_prune_ext.data.random_crop` + flip). Tabular: :class:`Scarf`.
+:class:`~torch_prune_ext.data.CifarTrainAugment`: random crop + flip). Tabular: :class:`Scarf`.
 
 Randomness comes from ``generator`` when given (reproducible), else from PyTorch's global
 generator; random numbers are drawn on the generator's device and moved to the input's.
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..data.augment import normalize, random_crop, random_horizontal_flip
+from ..data.augment import CifarTrainAugment, normalize, random_horizontal_flip
 
 __all__ = [
     "Scarf",
@@ -245,11 +245,11 @@ class VisionViews:
                 f"jitter_p={self.jitter_p}, grayscale_p={self.grayscale_p})")
 
 
-class StandardAugment:
+class StandardAugment(CifarTrainAugment):
     """IUNET's supervised-branch augmentation for images: zero-padded random crop, then flip.
 
-    Uses :func:`torch_prune_ext.data.random_crop` and
-    :func:`~torch_prune_ext.data.random_horizontal_flip` (crop size = input size).
+    The library's :class:`~torch_prune_ext.data.CifarTrainAugment` with the crop size of
+    the input and no normalisation.
 
     Args:
         padding: zero padding on each side before cropping.
@@ -262,14 +262,7 @@ class StandardAugment:
     """
 
     def __init__(self, padding: int = 4, flip_p: float = 0.5, generator: torch.Generator | None = None) -> None:
-        self.padding = padding
-        self.flip_p = flip_p
-        self.generator = generator
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment a batch ``(N, C, H, W)``; returns a new tensor of the same shape."""
-        x = random_crop(x, (x.shape[-2], x.shape[-1]), self.padding, generator=self.generator)
-        return random_horizontal_flip(x, self.flip_p, generator=self.generator)
+        super().__init__(size=None, padding=padding, flip_p=flip_p, generator=generator)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(padding={self.padding}, flip_p={self.flip_p})"
