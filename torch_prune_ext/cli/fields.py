@@ -194,8 +194,11 @@ def field_flag(f: dataclasses.Field[Any], hint: Any, *, option: str | None = Non
         '--chunk-size'
     """
     kwargs, convert = _parsing_of(hint)
-    if f.metadata.get("choices") is not None:
-        kwargs["choices"] = tuple(f.metadata["choices"])
+    choices = f.metadata.get("choices")
+    if choices is not None and convert is _text_of_callable:  # a name, or a module:function of the user's
+        kwargs["metavar"] = "{" + ",".join(choices) + "}|module:function"
+    elif choices is not None:
+        kwargs["choices"] = tuple(choices)
     elif "action" not in kwargs:
         kwargs.setdefault("metavar", f.name.upper())
     kwargs["help"] = f.metadata.get("help", "")
