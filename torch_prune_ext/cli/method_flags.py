@@ -44,11 +44,8 @@ COMMON_FIELDS_NOT_FLAGS = ("generator", "process_group", "shard_data")
 class MethodFlag:
     """One method flag of ``prune`` and the methods whose ``Config`` field it sets.
 
-    Attributes:
-        name: the field's name.
-        option: the flag, e.g. ``"--repeats"``.
-        dest: the attribute of the parsed arguments.
-        by_method: each owning method's own :class:`~.fields.Flag` (its help, choices, default, converter).
+    ``name``, ``option`` (e.g. ``"--repeats"``) and ``dest`` are those of :class:`~.fields.Flag`;
+    ``by_method`` holds each owning method's own ``Flag`` (its help, choices, default, converter).
     """
 
     name: str
