@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..errors import InvalidOptionError
 
-__all__ = ["check_device"]
+__all__ = ["CHECKPOINT_FORMAT", "check_device", "checkpoint_is_ours"]
+
+#: The ``format`` entry of the checkpoints ``prune`` writes.
+CHECKPOINT_FORMAT = "torch_prune_ext.checkpoint/1"
 
 
 def check_device(name: str) -> torch.device:
@@ -38,3 +43,13 @@ def check_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidOptionError(f"--device {name} but MPS is not available here; drop --device to run on the CPU.")
     return device
+
+
+def checkpoint_is_ours(checkpoint: Any) -> bool:
+    """Whether a file's content is a checkpoint written by ``torch-prune-ext prune``.
+
+    Examples:
+        >>> checkpoint_is_ours({"format": CHECKPOINT_FORMAT}), checkpoint_is_ours({"w": torch.zeros(1)})
+        (True, False)
+    """
+    return isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT

@@ -19,69 +19,46 @@ from typing import Any
 
 import torch
 
-from ..evaluation import (
-    DATASET_NAMES,
-    PRECISIONS,
-    SCHEDULES,
-    CompareConfig,
-    TrainRecipe,
-    format_text_summary,
-    run_comparison,
-    write_report,
-)
+from ..evaluation import CompareConfig, format_text_summary, run_comparison, write_report
 from ..errors import MissingDataError
-from ..methods import METHODS
-from ..models import MODELS
+from ..models import default_dataset_of
 from .common import check_device
+from .fields import add_flags, dataclass_flags, dataclass_kwargs, flag_arguments, given_values
 
-__all__ = ["DEFAULT_COMPARE_DATASET", "add_compare_parser", "cmd_compare", "compare_config"]
+__all__ = ["COMPARE_FLAGS", "add_compare_parser", "cmd_compare", "compare_config"]
 
-#: The dataset each model is compared on by default (no real dataset fits resnet18's 64x64 inputs).
-DEFAULT_COMPARE_DATASET = {"lenet_300_100": "mnist", "mlp": "mnist", "resnet18": "synthetic"}
+#: The flags of :class:`~torch_prune_ext.evaluation.CompareConfig` and its
+#: :class:`~torch_prune_ext.evaluation.TrainRecipe` (``--epochs``, ...), one per field.
+COMPARE_FLAGS = dataclass_flags(CompareConfig, options={"dataset": "--data", "include_dense": "--dense"})
+
+#: Command-line defaults other than the config's (``--data``: the model's, see :func:`compare_config`).
+CLI_DEFAULTS = {"sparsities": (0.9, 0.98)}
+
+#: Fields that choose how the comparison runs, not what it computes: left out of the recorded command.
+NOT_RECORDED = ("progress", "data_root")
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
-    """The :class:`~torch_prune_ext.evaluation.CompareConfig` of ``compare``'s parsed arguments."""
-    recipe = TrainRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                         weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment,
-                         channels_last=args.channels_last, precision=args.precision)
-    return CompareConfig(
-        model=args.model, dataset=args.data or DEFAULT_COMPARE_DATASET.get(args.model, "cifar10"),
-        methods=tuple(args.methods) if args.methods else tuple(METHODS), sparsities=tuple(args.sparsities),
-        seeds=tuple(args.seeds), recipe=recipe, per_class=args.per_class, train_subset=args.train_subset,
-        test_subset=args.test_subset, include_dense=args.dense, on_collapse=args.on_collapse, threads=args.threads,
-        device=args.device, data_root=args.data_root, progress=args.progress,
-    )
+    """The :class:`~torch_prune_ext.evaluation.CompareConfig` of ``compare``'s parsed arguments.
+
+    Without ``--data`` the model's default dataset (:func:`~torch_prune_ext.models.default_dataset_of`;
+    ``synthetic`` where no real dataset fits).
+    """
+    kwargs = dataclass_kwargs(CompareConfig, given_values(COMPARE_FLAGS, args))
+    kwargs.setdefault("dataset", default_dataset_of(kwargs.get("model", CompareConfig.model), no_fit="synthetic"))
+    return CompareConfig(**kwargs)
 
 
 def _command_line(config: CompareConfig, output: Path) -> str:
-    """An explicit command that reproduces the comparison (every setting spelled out)."""
-    recipe = config.recipe
-    parts = ["torch-prune-ext", "compare", "--model", config.model, "--data", config.dataset,
-             "--methods", *config.methods, "--sparsities", *map(str, config.sparsities),
-             "--seeds", *map(str, config.seeds), "--epochs", str(recipe.epochs), "--batch-size", str(recipe.batch_size),
-             "--lr", str(recipe.lr), "--momentum", str(recipe.momentum), "--weight-decay", str(recipe.weight_decay),
-             "--schedule", recipe.schedule, "--augment" if recipe.augment else "--no-augment",
-             "--per-class", str(config.per_class), "--on-collapse", config.on_collapse]
-    if recipe.channels_last:
-        parts.append("--channels-last")
-    if recipe.precision != "fp32":
-        parts += ["--precision", recipe.precision]
-    if config.device != "cpu":
-        parts += ["--device", config.device]
-    for flag, value in (("--train-subset", config.train_subset), ("--test-subset", config.test_subset),
-                        ("--threads", config.threads)):
-        if value is not None:
-            parts += [flag, str(value)]
-    if not config.include_dense:
-        parts.append("--no-dense")
-    return " ".join(shlex.quote(p) for p in [*parts, "-o", str(output)])
+    """An explicit command that reproduces the comparison (every setting spelled out), generated from the config."""
+    recorded = [flag for flag in COMPARE_FLAGS if flag.name not in NOT_RECORDED]
+    return shlex.join(["torch-prune-ext", "compare", *flag_arguments(recorded, config), "-o", str(output)])
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run the comparison, write the CSV, markdown and plots, print the accuracy table."""
-    check_device(args.device)
     config = compare_config(args)
+    check_device(config.device)
     output = Path(args.output or f"compare-{config.model}-{config.dataset}.csv")
     start = time.perf_counter()
     try:
@@ -116,38 +93,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         "compare", help="prune with several methods, train with one recipe, tabulate test accuracy",
         description="Prune the same initialisation with every method at every sparsity and seed, train with one "
                     "recipe, and write a resumable CSV, a markdown table (mean ± std over seeds) and plots.")
-    c.add_argument("--model", default="lenet_300_100", choices=sorted(MODELS), help="model (default lenet_300_100)")
-    c.add_argument("--data", default=None, choices=DATASET_NAMES,
-                   help="dataset (default: mnist for MLPs, cifar10 otherwise; synthetic: learnable random clusters, "
-                        "no files)")
-    c.add_argument("--methods", nargs="+", default=None,
-                   help="method names or variant labels such as px-running (default: every method; names that "
-                        "cannot run yet are skipped with a note)")
-    c.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.98], help="default 0.9 0.98")
-    c.add_argument("--seeds", type=int, nargs="+", default=[0], help="default 0")
-    c.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
-    c.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
-    c.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate (default 0.05)")
-    c.add_argument("--momentum", type=float, default=0.9, help="default 0.9")
-    c.add_argument("--weight-decay", type=float, default=5e-4, help="default 5e-4")
-    c.add_argument("--schedule", default="cosine", choices=SCHEDULES, help="per-step LR schedule (default cosine)")
-    c.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
-                   help="random crop + flip of the training images (CIFAR)")
-    c.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
-                   help="train in the channels-last memory format (GPU tensor cores)")
-    c.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32, or bf16 autocast for the training forward pass (default fp32)")
-    c.add_argument("--per-class", type=int, default=10, help="pruning examples per class (default 10)")
-    c.add_argument("--train-subset", type=int, default=None, help="train on a fixed subset of this size")
-    c.add_argument("--test-subset", type=int, default=None, help="test on a fixed subset of this size")
-    c.add_argument("--dense", action=argparse.BooleanOptionalAction, default=True,
-                   help="also train the unpruned model (default yes)")
-    c.add_argument("--on-collapse", default="ignore", choices=("warn", "raise", "ignore"),
-                   help="layer collapse: noted in the CSV (ignore, default), warned about, or the run fails (raise)")
-    c.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    c.add_argument("--device", default="cpu")
-    c.add_argument("--data-root", default=None, help="folder with the .npz files")
-    c.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
+    add_flags(c, COMPARE_FLAGS, defaults=CLI_DEFAULTS,
+              shown_defaults={"dataset": "the model's: mnist for MLPs, synthetic for resnet18, cifar10 otherwise"})
     c.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None,
                    help="draw the plots (default: when matplotlib is installed; --plots requires it)")
     c.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",

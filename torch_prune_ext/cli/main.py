@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -38,44 +37,21 @@ from ..core.report import LayerSparsity, SparsityReport, format_table, sparsity_
 from ..core.scoring import RoundState
 from ..core.targets import prunable_parameters
 from ..errors import BatchShapeError, ModelSpecError, PruningError
-from ..methods import METHODS, PruningMethod
-from ..models import MODELS, input_shape_of
+from ..methods import METHODS
+from ..models import MODELS, default_dataset_of, input_shape_of
 from ..models.spec import build_model, check_input_shape, is_model_path
-from .common import check_device
+from .common import CHECKPOINT_FORMAT, check_device, checkpoint_is_ours
 from .compare import add_compare_parser
+from .fields import add_flags, given_values
+from .method_flags import add_method_flags, common_flags, method_flags, method_options, methods_listing
+from .teacher import load_teacher
 
-CHECKPOINT_FORMAT = "torch_prune_ext.checkpoint/1"
 #: Exit status after Ctrl-C (128 + SIGINT, the shell's convention).
 INTERRUPTED = 130
 
-#: The dataset each model is pruned with by default.
-DEFAULT_DATASET = {"lenet_300_100": "mnist", "mlp": "mnist", "resnet18": "random"}
 DATASET_CLASSES = {"cifar10": 10, "mnist": 10}
 #: The path check of a pruning run, in words (``PruneReport.paths_connected``).
 PATH_WORDS = {True: "intact", False: "CUT (layer collapse)", None: "not checked"}
-
-
-def needs_of(cls: type[PruningMethod]) -> str:
-    """What a method needs, in words, for the method table."""
-    if cls.needs_labels:
-        return "data with labels"
-    if cls.needs_data:
-        return "data"
-    if cls.needs_input_shape:
-        return "input_shape or data"
-    return "nothing"
-
-
-def methods_table() -> str:
-    """The method table: name, class, needs, default rounds, own options."""
-    rows = []
-    for name, cls in METHODS.items():
-        options = ", ".join(
-            f"{f.name}={getattr(f.default, '__name__', f.default)!r}".replace("'", "")
-            for f in dataclasses.fields(cls.Config)
-        )
-        rows.append((name, cls.__name__, needs_of(cls), str(cls.default_rounds), options or "-", cls.summary))
-    return format_table(("name", "class", "needs", "rounds", "options", "score"), rows, "llllll")
 
 
 def _input_shape(args: argparse.Namespace) -> tuple[int, ...]:
@@ -106,12 +82,16 @@ def _pruning_data(args: argparse.Namespace, num_classes: int, input_shape: tuple
     return x.reshape(len(x), *input_shape), y
 
 
+def model_kwargs(args: argparse.Namespace, num_classes: int) -> dict[str, int]:
+    """The builder's arguments: ``num_classes`` for built-in models and with ``--num-classes``."""
+    return {"num_classes": num_classes} if (args.num_classes or not is_model_path(args.model)) else {}
+
+
 def _build_model(args: argparse.Namespace, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     """The run's model on ``--device``: built, loaded from ``--init-checkpoint`` and checked against the input shape."""
     if is_model_path(args.model) and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # the user's own modules are importable, as under `python -m`
-    kwargs = {"num_classes": num_classes} if (args.num_classes or not is_model_path(args.model)) else {}
-    model = build_model(args.model, **kwargs)
+    model = build_model(args.model, **model_kwargs(args, num_classes))
     if args.init_checkpoint:
         load_pruned_state_dict(model, state_dict_in(read_checkpoint(args.init_checkpoint), args.init_checkpoint))
     model = model.to(args.device)
@@ -125,7 +105,7 @@ def _pruning_batches(args: argparse.Namespace, num_classes: int, input_shape: tu
     method = METHODS[args.method]
     if args.data is None and not (method.needs_data or method.needs_labels):
         return None, f"no pruning data ({args.method} is data-free)"
-    args.data = args.data or DEFAULT_DATASET.get(args.model, "cifar10")
+    args.data = args.data or default_dataset_of(args.model, no_fit="random")
     x, y = _pruning_data(args, num_classes, input_shape)
     batch_size = min(args.batch_size, math.ceil(len(x) / world_size))  # every rank gets a batch
     batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
@@ -206,10 +186,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
     say = print if rank == 0 else (lambda *_: None)
+    options = {**given_values(args.common_flags, args), **method_options(args.method_flags, args, args.method)}
     num_classes = args.num_classes or DATASET_CLASSES.get(args.data or "cifar10", 10)
     input_shape = _input_shape(args)
     torch.manual_seed(args.seed)
     model = _build_model(args, num_classes, input_shape)
+    if "teacher" in options:
+        options["teacher"] = load_teacher(options["teacher"], args.model, model_kwargs(args, num_classes), args.device)
     batches, data_text = _pruning_batches(args, num_classes, input_shape, world_size)
     n_weights = sum(getattr(module, name).numel() for module, name in prunable_parameters(model))
     if world_size > 1:
@@ -222,6 +205,9 @@ def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
     key = {name: getattr(args, name) for name in RUN_KEYS}
     key["block_size"] = list(args.block_size)
     key["input_shape"], key["init_checkpoint"] = list(input_shape), args.init_checkpoint
+    if options:
+        key["options"] = {flag.dest: str(getattr(args, flag.dest)) for flag in args.method_flags + args.common_flags
+                          if hasattr(args, flag.dest)}
     partial = PartialCheckpoint(output.with_name(output.name + ".partial"), key) if output else None
     resume = partial.load() if (partial is not None and args.resume) else None
     if args.resume and resume is None:
@@ -234,7 +220,7 @@ def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
         model, args.method, args.sparsity, batches, rounds=args.rounds, schedule=args.schedule,
         seed=args.seed, input_shape=input_shape, on_collapse=args.on_collapse, progress=args.progress,
         granularity=args.granularity, block_size=tuple(args.block_size), on_round=partial if rank == 0 else None,
-        resume=resume, **distributed,
+        resume=resume, **distributed, **options,
     )
     elapsed = time.perf_counter() - start
     if rank != 0:
@@ -252,7 +238,7 @@ def _prune(args: argparse.Namespace, rank: int, world_size: int) -> int:
     if output is not None:
         _save_atomically({
             "format": CHECKPOINT_FORMAT, "model": args.model, "input_shape": list(input_shape),
-            "model_kwargs": {"num_classes": num_classes} if (args.num_classes or not is_model_path(args.model)) else {},
+            "model_kwargs": model_kwargs(args, num_classes),
             "method": args.method, "sparsity": args.sparsity, "seed": args.seed,
             "state_dict": model.state_dict(), "report": report.to_dict(),
         }, output)
@@ -274,7 +260,7 @@ def report_of_checkpoint(path: Path) -> tuple[SparsityReport, dict[str, str] | N
     ``COLLAPSED``/``emptied`` marks its pruning run recorded (``None``: unknown, density-0 tensors are marked)."""
     checkpoint = read_checkpoint(path)
     marks = None
-    if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
+    if checkpoint_is_ours(checkpoint):
         marks = _saved_marks(checkpoint.get("report", {}))
         with contextlib.suppress(ModelSpecError):  # a user's model that is not importable here: read the masks
             model = build_model(checkpoint["model"], **checkpoint.get("model_kwargs", {}))
@@ -296,7 +282,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    print(methods_table())
+    print(methods_listing(args.method_flags))
     return 0
 
 
@@ -312,6 +298,11 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """The flags ``parser`` has so far (``--model``, ...)."""
+    return {option for action in parser._actions for option in action.option_strings}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,14 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run from OUTPUT.partial (saved after every round)")
     p.add_argument("-o", "--output", default=None,
                    help="checkpoint path (default pruned-MODEL-METHOD-SPARSITY.pt; '-' to save nothing)")
-    p.set_defaults(func=cmd_prune)
+    flags = method_flags(_option_strings(p))
+    common = common_flags(_option_strings(p))
+    add_flags(p, common)
+    add_method_flags(p, flags)
+    p.set_defaults(func=cmd_prune, method_flags=flags, common_flags=common)
 
     r = sub.add_parser("report", help="per-layer sparsity of a saved checkpoint")
     r.add_argument("checkpoint")
     r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("methods", help="the table of methods, their needs and defaults")
-    m.set_defaults(func=cmd_methods)
+    m.set_defaults(func=cmd_methods, method_flags=flags)
     add_compare_parser(sub)
     return parser
 

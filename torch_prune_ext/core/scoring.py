@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import InvalidOptionError, MissingDataError, NonFiniteScoreError
 from .batches import PruningData
 from .blocks import GRANULARITIES, check_block_size
+from .config import boolean, boolean_or_none, integer_or_none, option, positive_int_or_none, validate_options
 from .distributed import ScoringGroup, failures_reported, raise_unless_equal, resolve_group, tensor_digest
 from .functional import FunctionalModel, preserved_state
 from .inputs import input_embedding
@@ -41,6 +42,29 @@ _RANK_FACTS = (
     ("the current masks", "Prune the same model on every rank."),
     ("the random generator", "Pass the same seed= (or an equally seeded generator=) on every rank."),
 )
+
+
+def _generator_or_none(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, torch.Generator):
+        raise InvalidOptionError(f"{name} must be a torch.Generator, got {type(value).__name__}.")
+
+
+def _shape_or_none(name: str, value: Any) -> None:
+    if value is None:
+        return
+    try:
+        shape = tuple(value)
+    except TypeError:  # not iterable
+        shape = ()
+    if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise InvalidOptionError(
+            f"{name} must be the shape of one example as positive ints, e.g. (3, 32, 32); got {value!r}."
+        )
+
+
+def _block_density(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0):
+        raise InvalidOptionError(f"{name} must be in (0, 1], got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -80,56 +104,35 @@ class PruningOptions:
         3
     """
 
-    rounds: int | None = None
-    schedule: str = "exponential"
-    seed: int | None = None
-    generator: torch.Generator | None = None
-    input_shape: tuple[int, ...] | None = None
-    on_collapse: str = "warn"
-    progress: bool = True
-    granularity: str = "element"
-    block_size: tuple[int, int] = (32, 32)
-    block_density: float | None = None
-    distributed: bool | None = None
-    process_group: Any = None
-    shard_data: bool = False
+    rounds: int | None = option(None, help="scoring rounds (default: the method's own)", check=positive_int_or_none)
+    schedule: str = option("exponential", help="density schedule over the rounds", choices=SCHEDULES)
+    seed: int | None = option(None, help="seed of the method's own random generator (default 0)",
+                              check=integer_or_none)
+    generator: torch.Generator | None = option(None, help="a torch.Generator to use instead of seed",
+                                               check=_generator_or_none)
+    input_shape: tuple[int, ...] | None = option(None, help="shape of one example, e.g. (3, 32, 32), for data-free "
+                                                 "methods", check=_shape_or_none)
+    on_collapse: str = option("warn", help="what to do when the final mask disconnects the network",
+                              choices=COLLAPSE_POLICIES)
+    progress: bool = option(True, help="show a progress bar over the rounds", check=boolean)
+    granularity: str = option("element", help="rank single entries, whole tiles, or tiles then entries",
+                              choices=GRANULARITIES)
+    block_size: tuple[int, int] = option((32, 32), help="(b_n, b_k) tile of the block granularities")
+    block_density: float | None = option(None, help="hybrid: density of kept tiles (default: sqrt of the density)",
+                                         check=_block_density)
+    distributed: bool | None = option(None, help="score across the ranks of the torch.distributed job",
+                                      check=boolean_or_none)
+    process_group: Any = option(None, help="process group of distributed=True (default: the world)")
+    shard_data: bool = option(False, help="distributed=True: every rank passes the same batches and reads its share",
+                              check=boolean)
 
     def __post_init__(self) -> None:
-        for flag in ("progress", "distributed", "shard_data"):
-            value = getattr(self, flag)
-            if not isinstance(value, bool) and not (flag == "distributed" and value is None):
-                raise InvalidOptionError(f"{flag} must be True or False, got {value!r}.")
-        if self.granularity not in GRANULARITIES:
-            raise InvalidOptionError(
-                f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}."
-            )
+        validate_options(self)
         object.__setattr__(self, "block_size", check_block_size(self.block_size))
-        if self.block_density is not None and (isinstance(self.block_density, bool)
-                                               or not isinstance(self.block_density, (int, float))
-                                               or not 0.0 < self.block_density <= 1.0):
-            raise InvalidOptionError(f"block_density must be in (0, 1], got {self.block_density!r}.")
-        if self.rounds is not None and (isinstance(self.rounds, bool) or not isinstance(self.rounds, int)
-                                        or self.rounds < 1):
-            raise InvalidOptionError(f"rounds must be a positive int, got {self.rounds!r}.")
-        if self.schedule not in SCHEDULES:
-            raise InvalidOptionError(f"Unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}.")
-        if self.on_collapse not in COLLAPSE_POLICIES:
-            raise InvalidOptionError(
-                f"on_collapse must be one of {', '.join(COLLAPSE_POLICIES)}, got {self.on_collapse!r}."
-            )
         if self.seed is not None and self.generator is not None:
             raise InvalidOptionError("Pass either seed= or generator=, not both.")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise InvalidOptionError(f"seed must be an int, got {self.seed!r}.")
-        if self.generator is not None and not isinstance(self.generator, torch.Generator):
-            raise InvalidOptionError(f"generator must be a torch.Generator, got {type(self.generator).__name__}.")
         if self.input_shape is not None:
-            shape = tuple(self.input_shape)
-            if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-                raise InvalidOptionError(
-                    f"input_shape must be the shape of one example as positive ints, e.g. (3, 32, 32); got {self.input_shape!r}."
-                )
-            object.__setattr__(self, "input_shape", shape)
+            object.__setattr__(self, "input_shape", tuple(self.input_shape))
 
     def ranker(self) -> Callable[..., list[torch.Tensor]]:
         """:func:`~torch_prune_ext.core.ranking.rank_and_mask` with these granularity options."""

@@ -54,7 +54,7 @@ from ..data import pruning_batch
 from ..errors import InvalidAmountError, InvalidOptionError, PruningError
 from ..methods import METHODS
 from ..models import MODELS, get_model, input_shape_of
-from .datasets import ClassificationData, load_classification_data
+from .datasets import DATASET_NAMES, ClassificationData, load_classification_data
 from .recipe import TrainRecipe, is_plain_int, evaluate_accuracy, train_model
 from .results import DENSE, ResultsFile, RunKey, RunResult
 from .variants import METHOD_OPTIONS, VARIANTS, method_of, options_of, split_methods, variant_identity
@@ -141,22 +141,28 @@ class CompareConfig:
         torch_prune_ext.errors.InvalidOptionError: Bad CompareConfig: seeds must be distinct ints >= 0, got (0, 0).
     """
 
-    model: str = "lenet_300_100"
-    dataset: str = "mnist"
-    methods: tuple[str, ...] = field(default_factory=lambda: tuple(METHODS))
-    sparsities: tuple[float, ...] = (0.9, 0.98, 0.995)
-    seeds: tuple[int, ...] = (0,)
-    recipe: TrainRecipe = field(default_factory=TrainRecipe)
-    per_class: int = 10
-    train_subset: int | None = None
-    test_subset: int | None = None
-    include_dense: bool = True
-    on_collapse: str = "ignore"
-    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    threads: int | None = None
-    device: str = "cpu"
-    data_root: str | None = None
-    progress: bool = True
+    model: str = field(default="lenet_300_100", metadata={"help": "model", "choices": tuple(sorted(MODELS))})
+    dataset: str = field(default="mnist", metadata={
+        "help": "dataset (synthetic: learnable random clusters, no files)", "choices": DATASET_NAMES})
+    methods: tuple[str, ...] = field(default_factory=lambda: tuple(METHODS), metadata={
+        "help": "method names or variant labels such as px-running (names that cannot run yet are skipped with a "
+                "note)"})
+    sparsities: tuple[float, ...] = field(default=(0.9, 0.98, 0.995), metadata={"help": "target sparsities in (0, 1)"})
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "seeds (initialisation, pruning split, data order)"})
+    recipe: TrainRecipe = field(default_factory=TrainRecipe, metadata={"help": "the training recipe of every run"})
+    per_class: int = field(default=10, metadata={"help": "pruning examples per class"})
+    train_subset: int | None = field(default=None, metadata={"help": "train on a fixed subset of this size"})
+    test_subset: int | None = field(default=None, metadata={"help": "test on a fixed subset of this size"})
+    include_dense: bool = field(default=True, metadata={"help": "also train the unpruned model"})
+    on_collapse: str = field(default="ignore", metadata={
+        "help": "layer collapse: noted in the CSV (ignore), warned about, or the run fails (raise)",
+        "choices": ON_COLLAPSE})
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict, metadata={
+        "help": "extra arguments of the model builder, e.g. '{\"hidden\": [64]}' for mlp"})
+    threads: int | None = field(default=None, metadata={"help": "torch threads (default: torch's)"})
+    device: str = field(default="cpu", metadata={"help": "where models are pruned, trained and tested"})
+    data_root: str | None = field(default=None, metadata={"help": "folder with the .npz files"})
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
 
     def __post_init__(self) -> None:
         problems: list[str] = []

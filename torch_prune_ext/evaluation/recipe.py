@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -88,15 +88,18 @@ class TrainRecipe:
         torch_prune_ext.errors.InvalidOptionError: Bad TrainRecipe: schedule must be one of cosine, onecycle, constant, got 'step'.
     """
 
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    augment: bool = False
-    channels_last: bool = False
-    precision: str = "fp32"
+    epochs: int = field(default=5, metadata={"help": "training epochs (0: accuracy at initialisation)"})
+    batch_size: int = field(default=128, metadata={"help": "training batch size"})
+    lr: float = field(default=0.05, metadata={"help": "peak SGD learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum (0 for none)"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay"})
+    schedule: str = field(default="cosine", metadata={"help": "per-step learning-rate schedule",
+                                                      "choices": SCHEDULES})
+    augment: bool = field(default=False, metadata={"help": "random crop + flip of the training images (CIFAR)"})
+    channels_last: bool = field(default=False, metadata={
+        "help": "train in the channels-last memory format (GPU tensor cores)"})
+    precision: str = field(default="fp32", metadata={
+        "help": "fp32, or bf16 autocast for the training forward pass", "choices": PRECISIONS})
 
     #: Fields that enter :meth:`identity` only when they differ from their default.
     HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("channels_last", "precision")

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..core.batches import PruningData
+from ..core.config import MethodConfig
 from ..core.deepcopy import make_deepcopyable
 from ..core.distributed import ScoringGroup, failures_reported
 from ..core.report import check_collapse
@@ -31,8 +32,21 @@ from ..errors import InvalidAmountError, InvalidOptionError, MissingDataError, T
 
 
 @dataclasses.dataclass(frozen=True)
-class NoConfig:
+class NoConfig(MethodConfig):
     """A method without hyperparameters of its own."""
+
+
+def _own_config(method: type, config: type) -> type:
+    """``config`` if no other method has adopted it, else a subclass of it named after ``method``."""
+    owner = config.__dict__.get("method")
+    if owner is None or owner is method:
+        return config
+    params = getattr(config, "__dataclass_params__", None)
+    derived = dataclasses.make_dataclass(f"{method.__name__}Config", [], bases=(config,),
+                                         frozen=bool(params and params.frozen))
+    derived.__module__ = method.__module__
+    derived.__doc__ = f"Hyperparameters of {method.__name__}: those of {config.__name__}."
+    return derived
 
 
 _COMMON_OPTIONS = frozenset(f.name for f in dataclasses.fields(PruningOptions))
@@ -147,6 +161,8 @@ class PruningMethod(prune.BasePruningMethod):
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("name"):
             cls.name = cls.__name__.lower()  # user-defined methods get a name for messages and reports
+        cls.Config = _own_config(cls, cls.Config)
+        cls.Config.method = cls  # a config instance names its method: type(config).method
 
     # ----------------------------------------------------------------- options
     @classmethod

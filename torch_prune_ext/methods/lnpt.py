@@ -30,11 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.config import MethodConfig, module_or_none, one_of, option, positive_float, unit_interval
 from ..core.functional import eval_mode, preserved_state
 from ..core.scoring import PruningOptions, ScoringProblem
 from ..core.targets import final_linear, prunable_parameters
 from ..errors import InvalidOptionError, MissingDataError, TargetError
 from ..training.distill import (
+    DISTANCES,
     Distance,
     FeatureLayer,
     capture_features,
@@ -44,13 +46,18 @@ from ..training.distill import (
     teacher_outputs,
 )
 from .base import PruningMethod
-from .saliency import set_mode
+from .saliency import MODULE_MODES, set_mode
 
 CLASSIFIER_MODES = ("dense", "kd")
 
 
+def _distance(name: str, value: object) -> None:
+    """A check: a name of :data:`DISTANCES` or a callable (:func:`resolve_distance` raises otherwise)."""
+    resolve_distance(value)
+
+
 @dataclass(frozen=True)
-class LNPTConfig:
+class LNPTConfig(MethodConfig):
     """Hyperparameters of :class:`LNPT`.
 
     Attributes:
@@ -76,33 +83,21 @@ class LNPTConfig:
         pseudo_labels: ``"soft"`` or ``"hard"`` pseudo-labels of the stage-B loss.
     """
 
-    teacher: nn.Module | None = None
-    distance: str | Distance = "mse"
-    feature_layer: FeatureLayer = None
-    teacher_feature_layer: FeatureLayer = None
-    classifier: str = "dense"
-    adapter: nn.Module | None = None
-    mode: str = "train"
-    temperature: float = 4.0
-    alpha: float = 0.5
-    pseudo_labels: str = "soft"
-
-    def __post_init__(self) -> None:
-        if self.teacher is not None and not isinstance(self.teacher, nn.Module):
-            raise InvalidOptionError(f"teacher must be an nn.Module, got {type(self.teacher).__name__}.")
-        resolve_distance(self.distance)
-        if self.classifier not in CLASSIFIER_MODES:
-            raise InvalidOptionError(f"classifier must be one of {', '.join(CLASSIFIER_MODES)}, got {self.classifier!r}.")
-        if self.adapter is not None and not isinstance(self.adapter, nn.Module):
-            raise InvalidOptionError(f"adapter must be an nn.Module, got {type(self.adapter).__name__}.")
-        if self.mode not in ("train", "eval"):
-            raise InvalidOptionError(f"mode must be 'train' or 'eval', got {self.mode!r}.")
-        if not self.temperature > 0:
-            raise InvalidOptionError(f"temperature must be > 0, got {self.temperature!r}.")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise InvalidOptionError(f"alpha must be in [0, 1], got {self.alpha!r}.")
-        if self.pseudo_labels not in ("soft", "hard"):
-            raise InvalidOptionError(f"pseudo_labels must be 'soft' or 'hard', got {self.pseudo_labels!r}.")
+    teacher: nn.Module | None = option(None, help="the trained teacher network (required)", check=module_or_none)
+    distance: str | Distance = option("mse", help="feature distance D (a name, or a callable D(a, b) -> scalar)",
+                                      choices=tuple(DISTANCES), check=_distance)
+    feature_layer: FeatureLayer = option(None, help="the student's features: a submodule name (default: the input "
+                                         "of the final Linear)")
+    teacher_feature_layer: FeatureLayer = option(None, help="the teacher's features (default: as feature_layer)")
+    classifier: str = option("dense", help="dense: the final Linear is not a target; kd: scored by the KD loss",
+                             choices=CLASSIFIER_MODES)
+    adapter: nn.Module | None = option(None, help="module mapping student features into the teacher's space",
+                                       check=module_or_none)
+    mode: str = option("train", help="the student's module mode while scoring", choices=MODULE_MODES)
+    temperature: float = option(4.0, help="T of the stage-B loss (classifier='kd')", check=positive_float)
+    alpha: float = option(0.5, help="feature weight of the stage-B loss (classifier='kd')", check=unit_interval)
+    pseudo_labels: str = option("soft", help="pseudo-labels of the stage-B loss (classifier='kd')",
+                                choices=("soft", "hard"))
 
 
 def lnpt_targets(model: nn.Module, classifier: str = "dense") -> list[tuple[nn.Module, str]]:
@@ -122,8 +117,7 @@ def lnpt_targets(model: nn.Module, classifier: str = "dense") -> list[tuple[nn.M
         >>> len(lnpt_targets(net, classifier="kd"))
         2
     """
-    if classifier not in CLASSIFIER_MODES:
-        raise InvalidOptionError(f"classifier must be one of {', '.join(CLASSIFIER_MODES)}, got {classifier!r}.")
+    one_of(*CLASSIFIER_MODES)("classifier", classifier)
     pairs = prunable_parameters(model)
     head = _head(model)
     if classifier == "kd" or head is None:

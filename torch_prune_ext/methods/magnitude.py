@@ -6,25 +6,27 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.config import MethodConfig, option
 from ..core.scoring import ScoringProblem
 from ..core.targets import canonical_order
-from ..errors import InvalidOptionError
-from .base import PruningMethod
+from .base import NoConfig, PruningMethod
 
 
 @dataclass(frozen=True)
-class RandomConfig:
+class RandomConfig(MethodConfig):
     """Hyperparameters of :class:`Random`.
 
     Attributes:
         distribution: ``"normal"`` (i.i.d. N(0, 1) scores) or ``"uniform"`` (U[0, 1)).
     """
 
-    distribution: str = "normal"
+    distribution: str = option("normal", help="distribution of the i.i.d. scores: N(0, 1) or U[0, 1)",
+                               choices=("normal", "uniform"))
 
-    def __post_init__(self) -> None:
-        if self.distribution not in ("normal", "uniform"):
-            raise InvalidOptionError(f"distribution must be 'normal' or 'uniform', got {self.distribution!r}.")
+
+@dataclass(frozen=True)
+class MagnitudeConfig(NoConfig):
+    """:class:`Magnitude` has no hyperparameters."""
 
 
 class Random(PruningMethod):
@@ -66,8 +68,9 @@ class Magnitude(PruningMethod):
     """
 
     name = "magnitude"
+    Config = MagnitudeConfig
     summary = "abs(weight)"
 
     @classmethod
-    def score(cls, problem: ScoringProblem, config: object) -> list[torch.Tensor]:
+    def score(cls, problem: ScoringProblem, config: MagnitudeConfig) -> list[torch.Tensor]:
         return [(w * m).abs() for w, m in zip(problem.weights(), problem.masks)]

@@ -86,8 +86,6 @@ before the absolute value, so the scores are those of one process on all the dat
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -98,6 +96,16 @@ from torch import nn
 from torch.func import grad, vmap
 from torch.overrides import TorchFunctionMode
 
+from ..core.config import (
+    MethodConfig,
+    boolean_or_none,
+    callable_value,
+    floating_dtype_or_none,
+    option,
+    positive_float,
+    positive_int,
+    positive_int_or_none,
+)
 from ..core.functional import FunctionalModel, parameter_keys, preserved_state
 from ..core.scoring import ScoringProblem
 from ..core.targets import is_default_kind, is_hf_conv1d, trainable_tensor, weight_names
@@ -142,16 +150,8 @@ def kaiming_normal_init(weight: torch.Tensor, generator: torch.Generator) -> tor
     return nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu", generator=generator)
 
 
-def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        extra = " or None" if allow_none else ""
-        raise InvalidOptionError(f"{name} must be a positive int{extra}, got {value!r}.")
-
-
 @dataclass(frozen=True)
-class NTKSAPConfig:
+class NTKSAPConfig(MethodConfig):
     """Hyperparameters of :class:`NTKSAP`.
 
     Attributes:
@@ -190,30 +190,19 @@ class NTKSAPConfig:
             faster there), not on other devices nor in float64. Not used under ``vmap``.
     """
 
-    repeats: int = 5
-    epsilon: float = 0.01
-    batch_size: int = 100
-    chunk_size: int | None = None
-    dtype: torch.dtype | None = None
-    init: InitFn = kaiming_normal_init
-    vectorize: bool | None = None
-    channels_last: bool | None = None
-
-    def __post_init__(self) -> None:
-        _positive_int("repeats", self.repeats)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("chunk_size", self.chunk_size, allow_none=True)
-        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, numbers.Real) \
-                or not math.isfinite(float(self.epsilon)) or not self.epsilon > 0:
-            raise InvalidOptionError(f"epsilon must be a finite float > 0 (a standard deviation), got {self.epsilon!r}.")
-        if self.dtype is not None and not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
-            raise InvalidOptionError(f"dtype must be a floating torch.dtype or None, got {self.dtype!r}.")
-        if not callable(self.init):
-            raise InvalidOptionError(f"init must be a callable init(tensor, generator) -> tensor, got {self.init!r}.")
-        if self.vectorize is not None and not isinstance(self.vectorize, bool):
-            raise InvalidOptionError(f"vectorize must be True, False or None, got {self.vectorize!r}.")
-        if self.channels_last is not None and not isinstance(self.channels_last, bool):
-            raise InvalidOptionError(f"channels_last must be True, False or None, got {self.channels_last!r}.")
+    repeats: int = option(5, help="R, independent weight draws per pruning batch and round", check=positive_int)
+    epsilon: float = option(0.01, help="standard deviation of the weight perturbation", check=positive_float)
+    batch_size: int = option(100, help="examples per random-input batch when no data is given", check=positive_int)
+    chunk_size: int | None = option(None, help="vectorize=True: draws evaluated together (default: all)",
+                                    check=positive_int_or_none)
+    dtype: torch.dtype | None = option(None, help="compute dtype (default: the target weights' dtype)",
+                                       check=floating_dtype_or_none)
+    init: InitFn = option(kaiming_normal_init, help="init(t, generator) -> new Conv/Linear weight",
+                          check=callable_value)
+    vectorize: bool | None = option(None, help="vmap over draws (default: on GPUs, not on the CPU)",
+                                    check=boolean_or_none)
+    channels_last: bool | None = option(None, help="channels-last inputs in the loop path (default: CPU float32)",
+                                        check=boolean_or_none)
 
 
 # ------------------------------------------------------------------------ draws

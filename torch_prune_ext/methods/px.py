@@ -74,6 +74,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.config import MethodConfig, boolean, floating_dtype, option
 from ..core.functional import preserved_state
 from ..core.scoring import ScoringProblem
 from ..errors import BatchShapeError, InvalidOptionError, MissingDataError, UnsupportedLayerError
@@ -107,7 +108,7 @@ NORMS = ("batch", "running")
 
 
 @dataclass(frozen=True)
-class PXConfig:
+class PXConfig(MethodConfig):
     """Hyperparameters of :class:`PX`.
 
     Attributes:
@@ -144,23 +145,14 @@ class PXConfig:
             normalisation layers score the same with both.
     """
 
-    mode: str = "theory"
-    dtype: torch.dtype = torch.float64
-    approximate_activations: bool = False
-    norm: str = "batch"
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise InvalidOptionError(f"mode must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}.")
-        if self.norm not in NORMS:
-            raise InvalidOptionError(f"norm must be one of {', '.join(map(repr, NORMS))}, got {self.norm!r}.")
-        if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
-            raise InvalidOptionError(f"dtype must be a floating torch.dtype (e.g. torch.float64), got {self.dtype!r}.")
-        if not isinstance(self.approximate_activations, bool):
-            raise InvalidOptionError(
-                f"approximate_activations must be True or False, got {self.approximate_activations!r}."
-            )
-
+    mode: str = option("theory", help="theory: the paper's method; reference/release-2024: the authors' code",
+                       choices=MODES)
+    dtype: torch.dtype = option(torch.float64, help="floating dtype of the views J and P and of the scores",
+                                check=floating_dtype)
+    approximate_activations: bool = option(False, help="gate GELU/SiLU/ELU/... like a ReLU instead of raising",
+                                           check=boolean)
+    norm: str = option("batch", help="theory mode: BatchNorm statistics of the pruning set, or the running ones",
+                       choices=NORMS)
 
 
 def _norms_of_a(problem: ScoringProblem, config: PXConfig, view_a: Callable[..., torch.Tensor],

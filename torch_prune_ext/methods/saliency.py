@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..core.config import MethodConfig, callable_value, option, positive_float
 from ..core.scoring import ScoringProblem
-from ..errors import InvalidOptionError
 from .base import PruningMethod
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -29,8 +29,12 @@ def set_mode(model: nn.Module, mode: str) -> None:
     model.train(mode == "train")
 
 
+#: The module modes a method may score in.
+MODULE_MODES = ("train", "eval")
+
+
 @dataclass(frozen=True)
-class SaliencyConfig:
+class SaliencyConfig(MethodConfig):
     """Hyperparameters of :class:`SNIP` and :class:`IterSNIP`.
 
     Attributes:
@@ -40,12 +44,20 @@ class SaliencyConfig:
             (mean over the batch) by default.
     """
 
-    mode: str = "train"
-    loss_fn: LossFn = F.cross_entropy
+    mode: str = option("train", help="module mode while scoring (train: BatchNorm batch statistics)",
+                       choices=MODULE_MODES)
+    loss_fn: LossFn = option(F.cross_entropy, help="loss_fn(logits, y) -> scalar per batch (default cross-entropy)",
+                             check=callable_value)
 
-    def __post_init__(self) -> None:
-        if self.mode not in ("train", "eval"):
-            raise InvalidOptionError(f"mode must be 'train' or 'eval', got {self.mode!r}.")
+
+@dataclass(frozen=True)
+class SNIPConfig(SaliencyConfig):
+    """Hyperparameters of :class:`SNIP`: those of :class:`SaliencyConfig`."""
+
+
+@dataclass(frozen=True)
+class IterSNIPConfig(SaliencyConfig):
+    """Hyperparameters of :class:`IterSNIP`: those of :class:`SaliencyConfig`."""
 
 
 def _summed_gradients(problem: ScoringProblem, config: SaliencyConfig, method: str,
@@ -84,7 +96,7 @@ class SNIP(PruningMethod):
     """
 
     name = "snip"
-    Config = SaliencyConfig
+    Config = SNIPConfig
     needs_data = True
     needs_labels = True
     summary = "abs(sum_b dL/dm) at the current mask"
@@ -112,7 +124,7 @@ class IterSNIP(PruningMethod):
     """
 
     name = "iter_snip"
-    Config = SaliencyConfig
+    Config = IterSNIPConfig
     default_rounds = 100
     needs_data = True
     needs_labels = True
@@ -132,12 +144,7 @@ class GraSPConfig(SaliencyConfig):
         temperature: the logits are divided by it before ``loss_fn`` (200 in the references).
     """
 
-    temperature: float = 200.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.temperature > 0:
-            raise InvalidOptionError(f"temperature must be > 0, got {self.temperature!r}.")
+    temperature: float = option(200.0, help="the logits are divided by it before loss_fn", check=positive_float)
 
 
 class GraSP(PruningMethod):

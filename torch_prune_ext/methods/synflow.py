@@ -8,15 +8,15 @@ from dataclasses import dataclass
 import torch
 
 from ..core.inputs import AllOnesEmbedding
+from ..core.config import MethodConfig, floating_dtype_or_none, option
 from ..core.scoring import ScoringProblem
-from ..errors import InvalidOptionError
 from .base import PruningMethod
 
 logger = logging.getLogger("torch_prune_ext")
 
 
 @dataclass(frozen=True)
-class SynFlowConfig:
+class SynFlowConfig(MethodConfig):
     """Hyperparameters of :class:`SynFlow`.
 
     Attributes:
@@ -27,11 +27,8 @@ class SynFlowConfig:
             precision is lost); scores are then float64.
     """
 
-    dtype: torch.dtype | None = None
-
-    def __post_init__(self) -> None:
-        if self.dtype is not None and not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
-            raise InvalidOptionError(f"dtype must be a floating torch.dtype or None, got {self.dtype!r}.")
+    dtype: torch.dtype | None = option(None, help="compute dtype (default: the model's, float64 where it overflows)",
+                                       check=floating_dtype_or_none)
 
 
 def _linearised_scores(problem: ScoringProblem, shape: tuple[int, ...],

@@ -1,7 +1,8 @@
 """Reference models of the pruning papers, in plain PyTorch (no torchvision).
 
 Use :func:`get_model` to build one by name and :func:`input_shape_of` for the input
-shape (without the batch dimension) it is meant for.
+shape (without the batch dimension) it is meant for. :data:`MODEL_SPECS` is the one table
+of the built-in models: builder, input shape and default dataset (:class:`ModelSpec`).
 
 Examples:
     >>> import torch
@@ -14,6 +15,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -27,12 +29,15 @@ __all__ = [
     "MLP",
     "MODELS",
     "MODEL_INPUT_SHAPES",
+    "MODEL_SPECS",
+    "ModelSpec",
     "VGG",
     "VGG16_PLAN",
     "VGG19_PLAN",
     "BasicBlock",
     "CifarResNet",
     "TinyImageNetResNet",
+    "default_dataset_of",
     "get_model",
     "init_weights_",
     "input_shape_of",
@@ -47,28 +52,44 @@ __all__ = [
     "vgg19_bn",
 ]
 
-#: Model builders by name.
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "resnet20": resnet20,
-    "resnet32": resnet32,
-    "vgg16_bn": vgg16_bn,
-    "vgg19_bn": vgg19_bn,
-    "resnet18": resnet18,
-    "lenet_300_100": lenet_300_100,
-    "mlp": mlp,
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A built-in model: how to build it, what one example looks like, what it is trained on.
+
+    Attributes:
+        builder: returns the freshly initialised model (keyword arguments such as ``num_classes``).
+        input_shape: one example's shape ``(C, H, W)``, without the batch dimension.
+        default_dataset: the real dataset of that shape it is pruned and compared on
+            (``"mnist"``, ``"cifar10"``), or ``None`` when no real dataset fits (the command
+            line then uses random data for ``prune`` and synthetic data for ``compare``).
+
+    Examples:
+        >>> MODEL_SPECS["resnet18"].input_shape, MODEL_SPECS["resnet18"].default_dataset
+        ((3, 64, 64), None)
+    """
+
+    builder: Callable[..., nn.Module]
+    input_shape: tuple[int, ...]
+    default_dataset: str | None
+
+
+#: The built-in models by name. For ``"mlp"`` the input shape is that of its default ``in_features=784``.
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "resnet20": ModelSpec(resnet20, (3, 32, 32), "cifar10"),
+    "resnet32": ModelSpec(resnet32, (3, 32, 32), "cifar10"),
+    "vgg16_bn": ModelSpec(vgg16_bn, (3, 32, 32), "cifar10"),
+    "vgg19_bn": ModelSpec(vgg19_bn, (3, 32, 32), "cifar10"),
+    "resnet18": ModelSpec(resnet18, (3, 64, 64), None),
+    "lenet_300_100": ModelSpec(lenet_300_100, (1, 28, 28), "mnist"),
+    "mlp": ModelSpec(mlp, (1, 28, 28), "mnist"),
 }
 
-#: Natural input shape of each model, ``(C, H, W)`` without the batch dimension.
-#: For ``"mlp"`` this is the shape of its default ``in_features=784``.
-MODEL_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
-    "resnet20": (3, 32, 32),
-    "resnet32": (3, 32, 32),
-    "vgg16_bn": (3, 32, 32),
-    "vgg19_bn": (3, 32, 32),
-    "resnet18": (3, 64, 64),
-    "lenet_300_100": (1, 28, 28),
-    "mlp": (1, 28, 28),
-}
+#: Model builders by name (a view of :data:`MODEL_SPECS`).
+MODELS: dict[str, Callable[..., nn.Module]] = {name: spec.builder for name, spec in MODEL_SPECS.items()}
+
+#: Natural input shape of each model, ``(C, H, W)`` without the batch dimension (a view of :data:`MODEL_SPECS`).
+MODEL_INPUT_SHAPES: dict[str, tuple[int, ...]] = {name: spec.input_shape for name, spec in MODEL_SPECS.items()}
 
 
 def _check_name(name: str) -> str:
@@ -114,3 +135,26 @@ def input_shape_of(name: str) -> tuple[int, ...]:
         (3, 64, 64)
     """
     return MODEL_INPUT_SHAPES[_check_name(name)]
+
+
+def default_dataset_of(name: str, *, no_fit: str, other: str = "cifar10") -> str:
+    """The dataset a model is pruned or compared on when none is named.
+
+    Args:
+        name: a built-in model name, or ``module:function`` (a user's model).
+        no_fit: the dataset to use when no real dataset fits the model (``"random"``, ``"synthetic"``).
+        other: the dataset of a model that is not built in.
+
+    Returns:
+        The :attr:`ModelSpec.default_dataset`, ``no_fit`` when it is ``None``, or ``other``.
+
+    Examples:
+        >>> default_dataset_of("lenet_300_100", no_fit="random"), default_dataset_of("resnet18", no_fit="synthetic")
+        ('mnist', 'synthetic')
+        >>> default_dataset_of("my_pkg.nets:build", no_fit="random")
+        'cifar10'
+    """
+    spec = MODEL_SPECS.get(name.lower())
+    if spec is None:
+        return other
+    return spec.default_dataset or no_fit
