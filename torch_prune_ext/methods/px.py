@@ -77,7 +77,7 @@ import torch
 from ..core.config import MethodConfig, boolean, floating_dtype, option
 from ..core.functional import preserved_state
 from ..core.scoring import ScoringProblem
-from ..errors import BatchShapeError, InvalidOptionError, MissingDataError, UnsupportedLayerError
+from ..errors import BatchShapeError, MissingDataError, ModelForwardError, UnsupportedLayerError
 from .base import PruningMethod
 from .px_norm import NormReduction, NormStatistics, batch_statistics
 from .px_views import (
@@ -189,7 +189,7 @@ def _path_activations(problem: ScoringProblem, config: PXConfig, xs: list[torch.
                 z1 = _checked_output(view_j(x.to(dtype).square(), ones, masks), "J")
             j_norms.check_all_used()
             if gates.calls != len(record.gates):
-                raise RuntimeError("px: the model ran different activations in its gate and path-activation passes; "
+                raise ModelForwardError("px: the model ran different activations in its gate and path-activation passes; "
                                    "its forward must be deterministic in which layers it runs.")
             part = z1.sum(0)
             total = part if total is None else total + part
