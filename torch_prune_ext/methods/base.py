@@ -32,10 +32,11 @@ class NoConfig(MethodConfig):
     """A method without hyperparameters of its own."""
 
 
-def _own_config(method: type, config: type) -> type:
-    """``config`` if no other method has adopted it, else a subclass of it named after ``method``."""
+def _own_config(method: type, config: type, declared: bool) -> type:
+    """``config`` if ``method`` declares it and no other method has adopted it, else a subclass of it
+    named after ``method`` (so that every method has a config class of its own)."""
     owner = config.__dict__.get("method")
-    if owner is None or owner is method:
+    if declared and config not in (NoConfig, MethodConfig) and owner in (None, method):
         return config
     params = getattr(config, "__dataclass_params__", None)
     derived = dataclasses.make_dataclass(f"{method.__name__}Config", [], bases=(config,),
@@ -132,7 +133,7 @@ class PruningMethod(prune.BasePruningMethod):
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("name"):
             cls.name = cls.__name__.lower()  # user-defined methods get a name for messages and reports
-        cls.Config = _own_config(cls, cls.Config)
+        cls.Config = _own_config(cls, cls.Config, declared="Config" in cls.__dict__)
         cls.Config.method = cls  # a config instance names its method: type(config).method
 
     # ------------------------------------------------------------- the record
