@@ -220,6 +220,7 @@ def test_configs_are_frozen():
 def test_every_config_names_its_method_and_documents_its_fields(cls):
     assert cls.Config.method is cls
     assert type(cls.Config()).method is cls
+    assert isinstance(cls.Config(), tpe.MethodConfig)
     for f in dataclasses.fields(cls.Config):
         help_text = f.metadata["help"]
         assert help_text and "\n" not in help_text, f.name
