@@ -8,7 +8,9 @@ Every method is a drop-in ``torch.nn.utils.prune.BasePruningMethod``::
     prune.global_unstructured(tpe.prunable_parameters(model), pruning_method=tpe.SynFlow,
                               amount=0.9, model=model, input_shape=(3, 32, 32))
 
-or, conveniently, ``report = tpe.global_prune(model, "snip", 0.9, data=loader)``.
+or, conveniently, ``report = tpe.global_prune(model, "snip", 0.9, data=loader)``. A method's
+config object names it wherever a name is accepted:
+``tpe.global_prune(model, tpe.NTKSAP.Config(repeats=2), 0.9, data=x)``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from .api import compute_scores, global_prune
 from .core.blocks import TileReport, tile_report
 from .core.checkpoint import load_pruned_state_dict, make_permanent
+from .core.config import MethodConfig
 from .core.deepcopy import make_deepcopyable
 from .core.report import PruneReport, SparsityReport, sparsity_report
 from .core.scoring import PruningOptions, RoundState
@@ -31,6 +34,8 @@ from .errors import (
     LayerEmptiedWarning,
     MissingDataError,
     MissingDependencyError,
+    ModelForwardError,
+    ModelOutputError,
     ModelSpecError,
     NonFiniteScoreError,
     PruningError,
@@ -63,8 +68,11 @@ __all__ = [
     "LayerEmptiedWarning",
     "METHODS",
     "Magnitude",
+    "MethodConfig",
     "MissingDataError",
     "MissingDependencyError",
+    "ModelForwardError",
+    "ModelOutputError",
     "ModelSpecError",
     "NTKSAP",
     "NonFiniteScoreError",

@@ -1,43 +1,48 @@
 """The two entry points: :func:`compute_scores` (one round, nothing changed) and
-:func:`global_prune` (score, rank, mask; the convenient way)."""
+:func:`global_prune` (score, rank, mask; the convenient way). Both run the engine
+(:mod:`torch_prune_ext.core.engine`), as the ``torch.nn.utils.prune`` adapter does."""
 
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from .core.checkpoint import apply_masks
-from .core.report import PruneReport, check_collapse
-from .core.scoring import RoundCallback, RoundState, check_same_on_ranks, score_once
-from .errors import InvalidAmountError
-from .methods import PruningMethod, resolve_method
+from .core import engine
+from .core.report import PruneReport
+from .core.scoring import RoundCallback, RoundState
+from .methods import PruningMethod, method_and_config
 
 logger = logging.getLogger("torch_prune_ext")
+
+#: What names a method: a name from ``METHODS``, a method class, or a method's config object.
+MethodSpec = str | type[PruningMethod] | Any
 
 
 def compute_scores(
     model: nn.Module,
-    method: str | type[PruningMethod],
+    method: MethodSpec,
     data: Any = None,
     *,
     targets: Iterable[tuple[nn.Module, str]] | None = None,
+    config: Any = None,
     **options: Any,
 ) -> dict[str, torch.Tensor]:
     """Score every target once with ``method``; the model is left exactly as it was.
 
     Args:
         model: the network (may already be pruned with ``torch.nn.utils.prune``).
-        method: a name from :data:`torch_prune_ext.METHODS` or a method class.
+        method: a name from :data:`torch_prune_ext.METHODS`, a method class, or a method's
+            config object (``tpe.PX.Config(mode="reference")``).
         data: the pruning data: a batch (``x`` or ``(x, y)``) or an iterable of batches.
         targets: ``(module, name)`` pairs; default :func:`prunable_parameters`.
-        **options: the method's options (``seed``, ``input_shape``, its own config fields);
-            ``rounds``/``schedule`` are accepted and ignored (one round is scored).
+        config: the method's config object, with ``method`` a name or class (one of the
+            method's: another raises :class:`~torch_prune_ext.errors.InvalidOptionError`).
+        **options: the common options (``seed``, ``input_shape``, ...) and, without a config,
+            the method's own; ``rounds``/``schedule`` are accepted and ignored (one round is scored).
 
     Returns:
         One score tensor per target keyed by its qualified name (``"layer1.0.conv1.weight"``,
@@ -51,28 +56,17 @@ def compute_scores(
         >>> scores = tpe.compute_scores(net, "snip", (x, y))
         >>> {name: tuple(s.shape) for name, s in scores.items()}
         {'0.weight': (3, 4), '2.weight': (2, 3)}
+        >>> eval_mode = tpe.compute_scores(net, tpe.SNIP.Config(mode="eval"), (x, y))  # a config object
     """
-    cls = resolve_method(method)
-    common, config = cls.parse_options(options)
-    problem = cls.prepare(model, data, targets, common, config)
-    scores = score_once(problem, lambda p: cls.score(p, config), cls.name)
-    check_same_on_ranks(problem, scores, "the scores")
-    return {t.name: s for t, s in zip(problem.targets, scores)}
-
-
-def _validate_sparsity(sparsity: Any) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0.0 <= float(sparsity) <= 1.0 \
-            or math.isnan(float(sparsity)):
-        raise InvalidAmountError(
-            f"sparsity must be a number in [0, 1] (the final fraction of target entries that are zero), "
-            f"got {sparsity!r}."
-        )
-    return float(sparsity)
+    cls, config = method_and_config(method, config)
+    common, config = engine.parse_options(cls, options, config)
+    scored, scores = engine.score(cls, model, data, targets, common, config)
+    return {t.name: s for t, s in zip(scored, scores)}
 
 
 def global_prune(
     model: nn.Module,
-    method: str | type[PruningMethod],
+    method: MethodSpec,
     sparsity: float,
     data: Any = None,
     *,
@@ -81,13 +75,15 @@ def global_prune(
     schedule: str = "exponential",
     on_round: RoundCallback | None = None,
     resume: RoundState | None = None,
+    config: Any = None,
     **options: Any,
 ) -> PruneReport:
     """Prune ``model`` globally to ``sparsity`` with ``method``, through ``torch.nn.utils.prune``.
 
     Args:
         model: the network (may already be pruned; pruned entries stay pruned).
-        method: a name from :data:`torch_prune_ext.METHODS` or a method class.
+        method: a name from :data:`torch_prune_ext.METHODS`, a method class, or a method's
+            config object (``tpe.NTKSAP.Config(repeats=2, epsilon=0.01)``).
         sparsity: the final fraction of all target entries that are zero; exactly
             ``round(sparsity * N_total)`` entries are pruned (already-pruned ones count).
         data: the pruning data (a batch or an iterable of batches).
@@ -99,8 +95,11 @@ def global_prune(
             round (masks so far and the generator state), e.g. to checkpoint a long run.
         resume: a ``RoundState`` saved by ``on_round`` from an interrupted call with the same
             arguments: the remaining rounds run and the result equals the uninterrupted run's.
+        config: the method's config object, with ``method`` a name or class (one of the
+            method's: another raises :class:`~torch_prune_ext.errors.InvalidOptionError`).
         **options: common options (``seed``, ``generator``, ``input_shape``,
-            ``on_collapse="warn"|"raise"|"ignore"``, ``progress``) and the method's own.
+            ``on_collapse="warn"|"raise"|"ignore"``, ``progress``) and, without a config, the
+            method's own.
 
     Returns:
         A :class:`~torch_prune_ext.core.report.PruneReport`; ``print(report)`` shows the table.
@@ -116,23 +115,11 @@ def global_prune(
         >>> report.sparsity, torch.nn.utils.prune.is_pruned(net)
         (0.75, True)
     """
-    sparsity = _validate_sparsity(sparsity)
-    cls = resolve_method(method)
-    common, config = cls.parse_options({**options, "rounds": rounds, "schedule": schedule})
-    problem = cls.prepare(model, data, targets, common, config)
-    n_total = sum(m.numel() for m in problem.masks)
-    n_dead = sum(int((m == 0).sum()) for m in problem.masks)
-    n_final = round(sparsity * n_total)
-    if n_final < n_dead:
-        raise InvalidAmountError(
-            f"The targets are already {n_dead / n_total:.4%} sparse, more than the requested {sparsity:.4%}; "
-            "pruned entries are never revived. Ask for a sparsity of at least the current one."
-        )
-    masks, seconds = cls.prune_problem(problem, config, common, n_final, final_density=1.0 - sparsity,
-                                       on_round=on_round, resume=resume)
-    layers, connected = check_collapse(model, problem.targets, masks, problem.known_input_shape(), common.on_collapse,
-                                        cls.name)
-    apply_masks(problem.targets, masks)
-    report = PruneReport(cls.name, sparsity, cls.rounds_for(common), common.schedule, layers, seconds, connected)
+    goal = engine.SparsityGoal(sparsity)
+    cls, config = method_and_config(method, config)
+    common, config = engine.parse_options(cls, {**options, "rounds": rounds, "schedule": schedule}, config)
+    outcome = engine.prune(cls, model, data, targets, common, config, goal, on_round=on_round, resume=resume)
+    report = PruneReport(cls.name, goal.sparsity, outcome.rounds, common.schedule, outcome.layers, outcome.seconds,
+                         outcome.connected)
     logger.info("%s pruned to sparsity %.4f in %.2f s", cls.name, report.sparsity, report.total_seconds)
     return report

@@ -57,6 +57,15 @@ class UnsupportedLayerError(PruningError, TypeError):
     """A layer or activation that the method cannot treat (e.g. PX's path decomposition)."""
 
 
+class ModelOutputError(PruningError, TypeError):
+    """The model's forward returns something the method cannot score (it needs one tensor)."""
+
+
+class ModelForwardError(PruningError, RuntimeError):
+    """The model's forward is not the same from one pass to the next (other layers, other order,
+    other shapes), so a method that replays a recorded pass cannot score it."""
+
+
 class MissingDependencyError(PruningError, ImportError):
     """An optional dependency (matplotlib, scikit-learn, ...) is not installed; the message names the extra."""
 

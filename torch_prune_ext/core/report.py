@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -385,6 +386,16 @@ def flat_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     return (first.in_features,) if isinstance(first, nn.Linear) else None
 
 
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the calling function point at the user's
+    code: the first frame outside this package and ``torch.nn.utils.prune``."""
+    package = __name__.split(".")[0]
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith((package + ".", "torch.nn.utils.prune")):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
 def check_collapse(
     model: nn.Module,
     targets: Sequence[Target],
@@ -420,9 +431,9 @@ def check_collapse(
                    "more rounds; on_collapse='ignore' silences this.")
         if policy == "raise":
             raise LayerCollapseError(message + " Nothing was pruned.")
-        warnings.warn(message, LayerCollapseWarning, stacklevel=3)
+        warnings.warn(message, LayerCollapseWarning, stacklevel=caller_stacklevel())
     elif layers.empty:
         warnings.warn(
             f"{where} prunes every weight of {', '.join(layers.empty)} ({_path_state(connected)}): emptied, not "
-            "a layer collapse. on_collapse='ignore' silences this.", LayerEmptiedWarning, stacklevel=3)
+            "a layer collapse. on_collapse='ignore' silences this.", LayerEmptiedWarning, stacklevel=caller_stacklevel())
     return layers, connected

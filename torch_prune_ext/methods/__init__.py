@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from ..core.engine import is_config
+from ..errors import InvalidOptionError, UnknownMethodError
 from .base import NoConfig, PruningMethod
 from .magnitude import Magnitude, Random
 from .saliency import SNIP, GraSP, IterSNIP
@@ -9,7 +13,6 @@ from .synflow import SynFlow
 from .ntksap import NTKSAP
 from .px import PX
 from .lnpt import LNPT
-from ..errors import UnknownMethodError
 
 #: Every method by name, in the order of the method table.
 METHODS: dict[str, type[PruningMethod]] = {
@@ -17,15 +20,44 @@ METHODS: dict[str, type[PruningMethod]] = {
 }
 
 
-def resolve_method(method: str | type[PruningMethod]) -> type[PruningMethod]:
-    """The method class for a name from :data:`METHODS` or a :class:`PruningMethod` subclass."""
+def resolve_method(method: Any) -> type[PruningMethod]:
+    """The method class for a name from :data:`METHODS`, a :class:`PruningMethod` subclass, or a
+    method's config object (``tpe.NTKSAP.Config(repeats=2)`` names :class:`NTKSAP`).
+
+    Examples:
+        >>> resolve_method("snip") is resolve_method(SNIP.Config()) is SNIP
+        True
+    """
     if isinstance(method, type) and issubclass(method, PruningMethod):
         return method
     if isinstance(method, str) and method.lower() in METHODS:
         return METHODS[method.lower()]
+    if is_config(method):
+        return type(method).method
+    hint = (f" {method.__name__} is a config class: pass an instance, {method.__name__}(...)."
+            if isinstance(method, type) and getattr(method, "method", None) is not None else "")
     raise UnknownMethodError(
-        f"Unknown pruning method {method!r}. Known: {', '.join(METHODS)}; or pass a PruningMethod subclass."
+        f"Unknown pruning method {method!r}.{hint} Known: {', '.join(METHODS)}; or pass a PruningMethod subclass "
+        "or a method's config object (e.g. tpe.NTKSAP.Config(repeats=2))."
     )
+
+
+def method_and_config(method: Any, config: Any = None) -> tuple[type[PruningMethod], Any]:
+    """The method class and the config object (or ``None``) for an entry point's ``method`` and ``config=``.
+
+    Raises:
+        UnknownMethodError: ``method`` names no method.
+        InvalidOptionError: ``method`` is a config and ``config=`` is another one.
+    """
+    cls = resolve_method(method)
+    if is_config(method):
+        if config is not None and config is not method:
+            raise InvalidOptionError(
+                f"Got two configs: method={type(method).__name__}(...) and config={type(config).__name__}(...). "
+                "Pass one of them."
+            )
+        config = method
+    return cls, config
 
 
 __all__ = [
@@ -41,5 +73,6 @@ __all__ = [
     "PruningMethod",
     "Random",
     "SynFlow",
+    "method_and_config",
     "resolve_method",
 ]

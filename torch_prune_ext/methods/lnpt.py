@@ -23,16 +23,14 @@ the classifier needs ``classifier="kd"`` and the same list as ``targets=``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..core.config import MethodConfig, module_or_none, one_of, option, positive_float, unit_interval
 from ..core.functional import eval_mode, preserved_state
-from ..core.scoring import PruningOptions, ScoringProblem
+from ..core.scoring import ScoringProblem
 from ..core.targets import final_linear, prunable_parameters
 from ..errors import InvalidOptionError, MissingDataError, TargetError
 from ..training.distill import (
@@ -169,29 +167,20 @@ class LNPT(PruningMethod):
         return lnpt_targets(model, config.classifier)
 
     @classmethod
-    def prepare(
-        cls,
-        model: nn.Module,
-        data: Any,
-        targets: Iterable[tuple[nn.Module, str]] | None,
-        options: PruningOptions,
-        config: LNPTConfig | None = None,
-    ) -> ScoringProblem:
-        """As :meth:`PruningMethod.prepare`, with a teacher required and the classifier checked.
+    def check_problem(cls, problem: ScoringProblem, config: LNPTConfig) -> None:
+        """A teacher is required, and the classifier is no target under ``classifier="dense"``.
 
         Raises:
             MissingDataError: no ``teacher=``.
             TargetError: the targets contain the classifier with ``classifier="dense"``
                 (its score would be 0 and it would be pruned first).
         """
-        config = LNPTConfig() if config is None else config
         if config.teacher is None:
             raise MissingDataError(
                 "lnpt needs a trained teacher network: pass teacher=<nn.Module> (LNPT prunes the student by "
                 "the gap between its features and the teacher's)."
             )
-        problem = super().prepare(model, data, targets, options, config)
-        head = _head(model)
+        head = _head(problem.model)
         if config.classifier == "dense" and head is not None and any(t.module is head for t in problem.targets):
             head_name = next(t.module_name for t in problem.targets if t.module is head)
             raise TargetError(
@@ -200,7 +189,6 @@ class LNPT(PruningMethod):
                 "tpe.lnpt_targets(model) as the parameter list (global_unstructured) or as targets=, "
                 "or pass classifier='kd' to score it with the distillation loss."
             )
-        return problem
 
     @classmethod
     def score(cls, problem: ScoringProblem, config: LNPTConfig) -> list[torch.Tensor]:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..errors import InvalidOptionError, UnsupportedLayerError
+from ..errors import InvalidOptionError, ModelForwardError, UnsupportedLayerError
 
 __all__ = ["NormReduction", "NormStatistics", "batch_statistics"]
 
@@ -146,7 +146,7 @@ class NormReduction(TorchFunctionMode):
     def check_all_used(self) -> None:
         """Raise unless the forward made exactly one call per given statistics entry."""
         if self.given and self.calls != len(self.statistics):
-            raise RuntimeError(
+            raise ModelForwardError(
                 f"px: the model made {self.calls} normalisation calls in one view and {len(self.statistics)} in "
                 "another; its forward must run the same layers in the same order on every call."
             )
@@ -186,7 +186,7 @@ class NormReduction(TorchFunctionMode):
 
     def _statistics_of(self, index: int, input: torch.Tensor) -> NormStatistics:
         if index >= len(self.statistics) or self.statistics[index].mean.shape[0] != input.shape[1]:
-            raise RuntimeError(
+            raise ModelForwardError(
                 f"px: normalisation call {index} (input {tuple(input.shape)}) has no matching measured statistics; "
                 "the model's forward must run the same layers in the same order on every call."
             )
@@ -231,6 +231,6 @@ def batch_statistics(run: Callable[[torch.Tensor], Any], inputs: Sequence[torch.
         if not measured:
             return statistics
         if len(measured) != len(parts):
-            raise RuntimeError("px: the model ran different normalisation layers on different batches; its forward "
+            raise ModelForwardError("px: the model ran different normalisation layers on different batches; its forward "
                                "must run the same layers in the same order on every call.")
         statistics.append(_merge(measured, all_reduce))

@@ -20,7 +20,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..core.scoring import ScoringProblem
-from ..errors import BatchShapeError, InvalidOptionError, NonFiniteScoreError, UnsupportedLayerError
+from ..errors import (
+    BatchShapeError,
+    InvalidOptionError,
+    ModelForwardError,
+    ModelOutputError,
+    NonFiniteScoreError,
+    UnsupportedLayerError,
+)
 
 __all__ = ["ActivationGates"]
 
@@ -134,14 +141,14 @@ class ActivationGates(TorchFunctionMode):
         index = self.calls
         self.calls += 1
         if index >= len(self.gates) or self.gates[index][0] != kind:
-            raise RuntimeError(
+            raise ModelForwardError(
                 f"px: activation call {index} ({kind}) has no matching recorded gate; the model's forward "
                 "must run the same activations in the same order on every call."
             )
         value = self.gates[index][1]
         recorded = value[0].shape if kind == "gate" else value.shape
         if kind == "gate" and recorded != shape:
-            raise RuntimeError(f"px: activation call {index} sees shape {tuple(shape)}, recorded {tuple(recorded)}.")
+            raise ModelForwardError(f"px: activation call {index} sees shape {tuple(shape)}, recorded {tuple(recorded)}.")
         return value
 
     def _gate(self, func: Any, args: tuple, kwargs: dict, x: torch.Tensor, slope: float, inplace: bool) -> Any:
@@ -267,7 +274,7 @@ def _theory_transform(roles: dict[str, str], view: str, dtype: torch.dtype) -> C
 
 def _checked_output(out: Any, view: str) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"px needs a model whose forward returns one tensor; view {view} returned {type(out).__name__}.")
+        raise ModelOutputError(f"px needs a model whose forward returns one tensor; view {view} returned {type(out).__name__}.")
     return out
 
 
