@@ -72,6 +72,31 @@ class ModelSpecError(PruningError, ValueError):
     """A model named as ``module:function`` that cannot be imported or does not build an ``nn.Module``."""
 
 
+class DataError(PruningError, ValueError):
+    """A data set, split or batch that cannot be used: an unknown name or split, a malformed file,
+    out-of-range indices, labels of the wrong shape or too few examples of a class."""
+
+
+class DataNotFoundError(PruningError, FileNotFoundError):
+    """A data folder or file that is not where it was looked for; the message lists the folders searched."""
+
+
+class ModelConfigError(PruningError, ValueError):
+    """A model builder (``torch_prune_ext.models``) got a bad argument: a width, depth, plan or class count."""
+
+
+class InvalidTypeError(PruningError, TypeError):
+    """An argument of the wrong type, e.g. a model that is not an ``nn.Module``."""
+
+
+class UnknownNameError(PruningError, KeyError):
+    """A lookup by name (e.g. a pipeline stage) that names nothing; the message lists the names there are."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ quotes its argument (repr); show the sentence as written.
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
 class RankFailedError(PruningError, RuntimeError):
     """Under distributed scoring, another rank raised: the healthy ranks stop with this error, naming
     the failing rank and its error, instead of waiting for it (the failing rank raises its own error)."""

@@ -26,7 +26,7 @@ from ..core.checkpoint import refresh_pruned_weights, zero_pruned_entries_
 from ..core.functional import eval_mode
 from ..core.report import PruneReport
 from ..core.targets import prunable_parameters, resolve_targets
-from ..errors import InvalidOptionError, TargetError
+from ..errors import BatchShapeError, DataError, InvalidOptionError, InvalidTypeError, MissingDataError, TargetError, UnknownNameError
 from .augment import Scarf, StandardAugment, VisionViews
 from .init import proactive_init_
 from .objective import ProjectionHead, find_head, invariance_loss
@@ -56,13 +56,13 @@ def _as_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(data, torch.utils.data.TensorDataset):
         data = data.tensors
     if not (isinstance(data, (tuple, list)) and len(data) >= 2 and all(isinstance(t, torch.Tensor) for t in data[:2])):
-        raise ValueError(
+        raise DataError(
             f"{name} must be a pair of tensors (x, y) or a TensorDataset, got {type(data).__name__}; "
             "e.g. torch_prune_ext.data.mnist_tensors('train')."
         )
     x, y = data[0], data[1]
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"{name}: x and y need the same non-zero number of rows, got {x.shape[0]} and {y.shape[0]}.")
+        raise DataError(f"{name}: x and y need the same non-zero number of rows, got {x.shape[0]} and {y.shape[0]}.")
     return x, y.long()
 
 
@@ -156,11 +156,11 @@ def consistency(model: nn.Module, loader: Any, transform: Transform) -> float:
             x = x.to(device)
             xt = transform(x)
             if xt.shape[0] != x.shape[0]:
-                raise ValueError(f"transform changed the batch size from {x.shape[0]} to {xt.shape[0]}.")
+                raise BatchShapeError(f"transform changed the batch size from {x.shape[0]} to {xt.shape[0]}.")
             same += int((model(x).argmax(1) == model(xt).argmax(1)).sum())
             total += x.shape[0]
     if total == 0:
-        raise ValueError("consistency got no inputs; pass a non-empty tensor or loader.")
+        raise MissingDataError("consistency got no inputs; pass a non-empty tensor or loader.")
     return same / total
 
 
@@ -529,7 +529,7 @@ class IUNETReport:
         for s in self.stages:
             if s.name == name:
                 return s
-        raise KeyError(f"No stage {name!r}; the stages are {[s.name for s in self.stages]}.")
+        raise UnknownNameError(f"No stage {name!r}; the stages are {[s.name for s in self.stages]}.")
 
     @property
     def final_accuracy(self) -> float:
@@ -674,9 +674,9 @@ def run_iunet(
             torch.manual_seed(config.seed)
             net = model()
         if not isinstance(net, nn.Module):
-            raise TypeError(f"model_fn must return an nn.Module, got {type(net).__name__}.")
+            raise InvalidTypeError(f"model_fn must return an nn.Module, got {type(net).__name__}.")
     else:
-        raise TypeError(f"model must be an nn.Module or a callable building one, got {type(model).__name__}.")
+        raise InvalidTypeError(f"model must be an nn.Module or a callable building one, got {type(model).__name__}.")
     head_name, head = find_head(net, config.head)
     enc_pairs = encoder_targets(net, head)
     all_pairs = prunable_parameters(net)
@@ -687,7 +687,7 @@ def run_iunet(
     cons_seed = config.seed + 2
     image = x_train.ndim == 4
     if not image and x_train.ndim != 2:
-        raise ValueError(f"train inputs must be images (N, C, H, W) or rows (N, F), got {tuple(x_train.shape)}.")
+        raise DataError(f"train inputs must be images (N, C, H, W) or rows (N, F), got {tuple(x_train.shape)}.")
     views = config.views
     if views is None and config.ilo_weight > 0:
         if image:  # jitter clamps to the pixel range actually present (works for [0, 1] and standardised images)

@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from ..errors import InvalidOptionError, MissingDependencyError
-from .conv import ConvPlan
+from ..errors import InvalidOptionError
+from .conv_plan import ConvPlan
 from .conv_layout import ConvGeometry, gemm_view
 from .cpu import CpuSparsePlan
 from .cpu_conv import TapConvPlan, tap_occupancy
@@ -200,6 +200,22 @@ def choose_backend(
     return "dense", None
 
 
+def _checked_request(
+    mask: torch.Tensor, device: torch.device | str, backend: str, allowed: tuple[str, ...], label: str
+) -> tuple[torch.Tensor, torch.device]:
+    """The 0/1 float mask on ``device`` and the device, once ``backend`` is known to be one of ``allowed``."""
+    if backend not in allowed:
+        raise InvalidOptionError(f"{label}={backend!r} is unknown; use one of {', '.join(allowed)}.")
+    device = torch.device(device)
+    return (mask != 0).to(device=device, dtype=torch.float32), device
+
+
+def _square_side(block: int | tuple[int, int] | None) -> int:
+    """The side of the square block (tile) a plan uses: ``block``, the smaller side of a pair, or 32 when unset."""
+    side = block or 32
+    return side if isinstance(side, int) else min(side)
+
+
 def make_plan(
     mask: torch.Tensor,
     device: torch.device | str,
@@ -230,10 +246,7 @@ def make_plan(
         >>> make_plan(torch.ones(8, 8), "cpu").backend
         'dense'
     """
-    if backend not in BACKENDS:
-        raise InvalidOptionError(f"backend={backend!r} is unknown; use one of {', '.join(BACKENDS)}.")
-    device = torch.device(device)
-    mask = (mask != 0).to(device=device, dtype=torch.float32)
+    mask, device = _checked_request(mask, device, backend, BACKENDS, "backend")
     chosen_block = block_size
     if backend == "auto":
         backend, chosen_block = choose_backend(mask, device, dtype, table)
@@ -248,8 +261,7 @@ def make_plan(
         logger.info("2:4 backend needs CUDA and a 2:4 mask; using dense")
         backend = "dense"
     if backend == "bsr":
-        b = chosen_block or 32
-        b = b if isinstance(b, int) else min(b)
+        b = _square_side(chosen_block)
         if mask.shape[0] % b or mask.shape[1] % b:
             logger.info("BSR needs shapes divisible by the block (%s, %s); using CSR", tuple(mask.shape), b)
             backend = "csr"
@@ -262,39 +274,6 @@ def make_plan(
         bsw = BlockSparseWeight.from_dense(torch.zeros_like(mask), mask, b)
         return LayerPlan("triton", mask, bsw.block_size, bsw=bsw)
     return LayerPlan(backend, mask)
-
-
-def semi_structured_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: LayerPlan) -> torch.Tensor:
-    """2:4 path (CUDA, fp16/bf16): ``F.linear`` on ``to_sparse_semi_structured(W * M)`` for inference.
-
-    When a gradient is needed the dense masked weight is used (same numbers; torch's 2:4 backward
-    support is partial). The compressed weight is cached while the weight is unchanged.
-
-    Args:
-        x: ``(..., K)`` input.
-        weight: ``(N, K)`` weight.
-        bias: ``(N,)`` or None.
-        plan: plan with ``backend == "semi_structured"``.
-
-    Returns:
-        ``(..., N)`` output.
-
-    Raises:
-        MissingDependencyError: this torch build has no ``to_sparse_semi_structured``.
-    """
-    if torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad):
-        return torch.nn.functional.linear(x, weight * plan.mask.to(weight.dtype), bias)
-    try:
-        from torch.sparse import to_sparse_semi_structured
-    except ImportError as exc:  # pragma: no cover - old torch
-        raise MissingDependencyError("2:4 needs torch.sparse.to_sparse_semi_structured (torch>=2.1 with CUDA); upgrade torch.") from exc
-    key = (weight.data_ptr(), weight._version, x.dtype)
-    if plan._values_key != key:
-        plan._values = to_sparse_semi_structured((weight.detach() * plan.mask.to(weight.dtype)).to(x.dtype))
-        plan._values_key = key
-    lead = x.shape[:-1]
-    y = torch.nn.functional.linear(x.reshape(-1, x.shape[-1]), plan._values, bias.to(x.dtype) if bias is not None else None)
-    return y.reshape(*lead, y.shape[-1])
 
 
 def choose_conv_backend(
@@ -391,17 +370,13 @@ def make_conv_plan(
         >>> plan.backend, make_conv_plan(torch.ones(8, 8, 3, 3), g, "cpu", backend="tap").backend
         ('dense', 'tap')
     """
-    if backend not in CONV_BACKENDS:
-        raise InvalidOptionError(f"conv backend={backend!r} is unknown; use one of {', '.join(CONV_BACKENDS)}.")
-    device = torch.device(device)
-    mask = (mask != 0).to(device=device, dtype=torch.float32)
+    mask, device = _checked_request(mask, device, backend, CONV_BACKENDS, "conv backend")
     if backend == "auto":
         backend, chosen, reason = choose_conv_backend(mask, device, dtype, table)
         block = block_size or chosen
     else:
         (backend, reason), block = _forced_conv_backend(backend, device, dtype), block_size
-    b = block or 32
-    b = b if isinstance(b, int) else min(b)
+    b = _square_side(block)
     if backend == "tap":
         return ConvPlan("tap", mask, geometry, reason, tap=TapConvPlan.build(mask.cpu(), geometry, b))
     if backend == "triton":
