@@ -53,7 +53,8 @@ def random_crop(
         A new tensor ``(N, C, height, width)``; each sample is a window of its padded input.
 
     Raises:
-        ValueError: if ``x`` is not 4-D, ``padding`` is negative, or the window does not fit.
+        BatchShapeError: (a ``ValueError``) if ``x`` is not 4-D.
+        InvalidOptionError: (a ``ValueError``) if ``padding`` is negative, or the window does not fit.
 
     Examples:
         >>> x = torch.rand(8, 3, 32, 32)
@@ -98,7 +99,8 @@ def random_horizontal_flip(
         A new tensor of the same shape.
 
     Raises:
-        ValueError: if ``x`` is not 4-D or ``p`` is outside [0, 1].
+        BatchShapeError: (a ``ValueError``) if ``x`` is not 4-D.
+        InvalidOptionError: (a ``ValueError``) if ``p`` is outside [0, 1].
 
     Examples:
         >>> x = torch.arange(4.0).reshape(1, 1, 1, 4)
@@ -125,8 +127,8 @@ def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequen
         A new tensor of the same shape and dtype.
 
     Raises:
-        ValueError: if ``x`` is not floating, or ``mean``/``std`` do not have ``C`` entries,
-            or a std is not positive.
+        BatchShapeError: (a ``ValueError``) if ``x`` is not a floating ``(..., C, H, W)`` tensor.
+        InvalidOptionError: (a ``ValueError``) if ``mean``/``std`` do not have ``C`` entries, or a std is not positive.
 
     Examples:
         >>> normalize(torch.ones(1, 2, 1, 1), (0.5, 0.0), (0.5, 2.0)).flatten().tolist()

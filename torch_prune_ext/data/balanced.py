@@ -52,8 +52,9 @@ def class_balanced_indices(
         sorted in ascending order (dataset order).
 
     Raises:
-        ValueError: if ``per_class < 1``, a label is outside ``[0, num_classes)``, or a class
-            has fewer than ``per_class`` examples (the message names the class and count).
+        InvalidOptionError: (a ``ValueError``) if ``per_class < 1``.
+        DataError: (a ``ValueError``) if a label is outside ``[0, num_classes)``, or a class has fewer
+            than ``per_class`` examples (the message names the class and count).
 
     Examples:
         >>> labels = torch.tensor([0, 1, 0, 1, 2, 2, 0])

@@ -95,7 +95,7 @@ def bundled_pruning_set(dataset: str, per_class: int = 10, seed: int = 0) -> tup
         ``(x, y)``: CIFAR-10 ``(N, 3, 32, 32)`` or MNIST ``(N, 1, 28, 28)`` float32, int64 labels.
 
     Raises:
-        FileNotFoundError: ``per_class`` above 10 (the message says where to put the data file).
+        DataNotFoundError: (a ``FileNotFoundError``) ``per_class`` above 10 (the message says where to put the data file).
 
     Examples:
         >>> x, y = bundled_pruning_set("cifar10")

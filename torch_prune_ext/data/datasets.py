@@ -145,7 +145,7 @@ def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
         The folder, as a :class:`~pathlib.Path`.
 
     Raises:
-        FileNotFoundError: if the chosen folder (or every default folder) does not exist;
+        DataNotFoundError: (a ``FileNotFoundError``) if the chosen folder (or every default folder) does not exist;
             the message lists the folders searched and how to fix it.
 
     Examples:
@@ -175,7 +175,7 @@ def find_data_file(filename: str, root: str | os.PathLike[str] | None = None) ->
         The path of the first folder that holds ``filename``.
 
     Raises:
-        FileNotFoundError: naming the file, the folders searched and how to fix it.
+        DataNotFoundError: (a ``FileNotFoundError``) naming the file, the folders searched and how to fix it.
 
     Examples:
         >>> import tempfile
@@ -213,8 +213,8 @@ def load_mnist(
         ``(x, y)``: ``x`` a uint8 tensor ``(N, 28, 28)``, ``y`` an int64 tensor ``(N,)``.
 
     Raises:
-        FileNotFoundError: if ``mnist.npz`` is not found.
-        ValueError: for a bad ``split`` or a malformed file.
+        DataNotFoundError: (a ``FileNotFoundError``) if ``mnist.npz`` is not found.
+        DataError: (a ``ValueError``) for a bad ``split`` or a malformed file.
 
     Examples:
         >>> x, y = load_mnist("test")  # doctest: +SKIP
@@ -311,8 +311,8 @@ def load_cifar10(
         ``(x, y)``: ``x`` a uint8 tensor ``(N, 32, 32, 3)`` (HWC, RGB), ``y`` int64 ``(N,)``.
 
     Raises:
-        FileNotFoundError: if the archive is not found.
-        ValueError: for a bad ``split``, out-of-range ``indices`` or a malformed file.
+        DataNotFoundError: (a ``FileNotFoundError``) if the archive is not found.
+        DataError: (a ``ValueError``) for a bad ``split``, out-of-range ``indices`` or a malformed file.
 
     Examples:
         >>> x, y = load_cifar10("train", indices=[0, 1])  # doctest: +SKIP

@@ -43,7 +43,7 @@ def pruning_batch(
         devices of ``x`` and ``y``.
 
     Raises:
-        ValueError: if ``x`` and ``y`` differ in length, or as :func:`class_balanced_indices`.
+        DataError: (a ``ValueError``) if ``x`` and ``y`` differ in length, or as :func:`class_balanced_indices`.
 
     Examples:
         >>> x, y = torch.randn(6, 3), torch.tensor([0, 1, 0, 1, 0, 1])

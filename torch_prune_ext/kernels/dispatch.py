@@ -200,16 +200,6 @@ def choose_backend(
     return "dense", None
 
 
-def _checked_request(
-    mask: torch.Tensor, device: torch.device | str, backend: str, allowed: tuple[str, ...], label: str
-) -> tuple[torch.Tensor, torch.device]:
-    """The 0/1 float mask on ``device`` and the device, once ``backend`` is known to be one of ``allowed``."""
-    if backend not in allowed:
-        raise InvalidOptionError(f"{label}={backend!r} is unknown; use one of {', '.join(allowed)}.")
-    device = torch.device(device)
-    return (mask != 0).to(device=device, dtype=torch.float32), device
-
-
 def _square_side(block: int | tuple[int, int] | None) -> int:
     """The side of the square block (tile) a plan uses: ``block``, the smaller side of a pair, or 32 when unset."""
     side = block or 32
@@ -223,30 +213,48 @@ def make_plan(
     backend: str = "auto",
     block_size: int | tuple[int, int] | None = None,
     table: Mapping[str, Any] | None = None,
-) -> LayerPlan:
-    """Build the :class:`~torch_prune_ext.kernels.function.LayerPlan` of one layer.
+    geometry: ConvGeometry | None = None,
+) -> LayerPlan | ConvPlan:
+    """Build the :class:`~torch_prune_ext.kernels.function.LayerPlan` of one layer (the
+    :class:`~torch_prune_ext.kernels.conv.ConvPlan` of a conv layer when ``geometry`` is given).
 
     Args:
-        mask: ``(N, K)`` element mask (moved to ``device``).
+        mask: ``(N, K)`` element mask, or ``(O, C, kh, kw)`` for a conv (moved to ``device``).
         device: where the layer runs.
-        dtype: compute dtype (for the choice only).
-        backend: one of :data:`BACKENDS`; ``"auto"`` uses the table.
-        block_size: block for ``"triton"``/``"bsr"`` when forced (default: the table's pick or 32).
+        dtype: compute dtype (the conv backends refuse other dtypes than float32/float16/bfloat16 when forced).
+        backend: one of :data:`BACKENDS` (:data:`CONV_BACKENDS` for a conv); ``"auto"`` uses the table.
+        block_size: block (conv: tile side) when forced (default: the table's pick or 32).
         table: crossover table.
+        geometry: the conv layer's :class:`ConvGeometry`; None for a linear layer.
 
     Returns:
         The plan. A forced backend that cannot run here falls back (logged): ``"triton"`` without triton
-        or CUDA/interpreter -> CPU sparse or dense; ``"csr"``/``"bsr"`` on CUDA -> dense;
-        ``"semi_structured"`` off CUDA or on a non-2:4 mask -> dense.
+        or CUDA/interpreter -> CPU sparse or dense (conv: ``"tap"`` on CPU); ``"csr"``/``"bsr"``/``"tap"``
+        on CUDA -> dense; ``"semi_structured"`` off CUDA or on a non-2:4 mask -> dense. A conv plan's
+        ``reason`` says why its backend was chosen.
 
     Raises:
-        InvalidOptionError: unknown backend.
+        InvalidOptionError: unknown backend, or a forced sparse conv backend with an unsupported dtype.
 
     Examples:
         >>> make_plan(torch.ones(8, 8), "cpu").backend
         'dense'
+        >>> make_plan(torch.ones(8, 8, 3, 3), "cpu", backend="tap", geometry=ConvGeometry.of(torch.nn.Conv2d(8, 8, 3))).reason
+        'forced'
     """
-    mask, device = _checked_request(mask, device, backend, BACKENDS, "backend")
+    allowed, label = (BACKENDS, "backend") if geometry is None else (CONV_BACKENDS, "conv backend")
+    if backend not in allowed:
+        raise InvalidOptionError(f"{label}={backend!r} is unknown; use one of {', '.join(allowed)}.")
+    device = torch.device(device)
+    mask = (mask != 0).to(device=device, dtype=torch.float32)
+    if geometry is not None:
+        return _conv_plan(mask, geometry, device, dtype, backend, block_size, table)
+    return _linear_plan(mask, device, dtype, backend, block_size, table)
+
+
+def _linear_plan(mask: torch.Tensor, device: torch.device, dtype: torch.dtype, backend: str,
+                 block_size: int | tuple[int, int] | None, table: Mapping[str, Any] | None) -> LayerPlan:
+    """The linear plan of a checked request (``mask`` already a 0/1 float tensor on ``device``)."""
     chosen_block = block_size
     if backend == "auto":
         backend, chosen_block = choose_backend(mask, device, dtype, table)
@@ -338,25 +346,17 @@ def _forced_conv_backend(backend: str, device: torch.device, dtype: torch.dtype)
     return backend, "forced"
 
 
-def make_conv_plan(
-    mask: torch.Tensor,
-    geometry: ConvGeometry,
-    device: torch.device | str,
-    dtype: torch.dtype = torch.float32,
-    backend: str = "auto",
-    block_size: int | tuple[int, int] | None = None,
-    table: Mapping[str, Any] | None = None,
-) -> ConvPlan:
-    """Build the :class:`~torch_prune_ext.kernels.conv.ConvPlan` of one conv layer.
+def make_conv_plan(mask: torch.Tensor, geometry: ConvGeometry, device: torch.device | str, *options: Any,
+                   **named: Any) -> ConvPlan:
+    """Build the :class:`~torch_prune_ext.kernels.conv.ConvPlan` of one conv layer: :func:`make_plan` with ``geometry``.
 
     Args:
         mask: ``(O, C, kh, kw)`` element mask (moved to ``device``).
         geometry: the layer's :class:`ConvGeometry`.
         device: where the layer runs.
-        dtype: compute dtype.
-        backend: one of :data:`CONV_BACKENDS`; ``"auto"`` uses the table.
-        block_size: tile side when forced (default: the table's pick or 32).
-        table: crossover table.
+        *options: ``dtype``, ``backend`` (one of :data:`CONV_BACKENDS`), ``block_size`` (tile side) and
+            ``table``, in this order, as for :func:`make_plan`.
+        **named: the same options by name.
 
     Returns:
         The plan (``plan.reason`` says why its backend was chosen).
@@ -367,10 +367,15 @@ def make_conv_plan(
     Examples:
         >>> g = ConvGeometry.of(torch.nn.Conv2d(8, 8, 3))
         >>> plan = make_conv_plan(torch.ones(8, 8, 3, 3), g, "cpu")
-        >>> plan.backend, make_conv_plan(torch.ones(8, 8, 3, 3), g, "cpu", backend="tap").backend
+        >>> plan.backend, make_conv_plan(torch.ones(8, 8, 3, 3), g, "cpu", torch.float32, "tap").backend
         ('dense', 'tap')
     """
-    mask, device = _checked_request(mask, device, backend, CONV_BACKENDS, "conv backend")
+    return make_plan(mask, device, *options, geometry=geometry, **named)
+
+
+def _conv_plan(mask: torch.Tensor, geometry: ConvGeometry, device: torch.device, dtype: torch.dtype, backend: str,
+               block_size: int | tuple[int, int] | None, table: Mapping[str, Any] | None) -> ConvPlan:
+    """The conv plan of a checked request (``mask`` already a 0/1 float tensor on ``device``)."""
     if backend == "auto":
         backend, chosen, reason = choose_conv_backend(mask, device, dtype, table)
         block = block_size or chosen

@@ -48,7 +48,7 @@ class MLP(nn.Sequential):
         dropout: dropout probability after every hidden activation (0 adds no layer).
 
     Raises:
-        ValueError: for non-positive sizes, an unknown activation or ``dropout`` outside [0, 1).
+        ModelConfigError: (a ``ValueError``) for non-positive sizes, an unknown activation or ``dropout`` outside [0, 1).
 
     Examples:
         >>> import torch

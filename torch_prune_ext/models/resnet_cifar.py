@@ -124,7 +124,7 @@ class CifarResNet(nn.Module):
         width: channels of the first stage; the others have ``2 width`` and ``4 width``.
 
     Raises:
-        ValueError: if ``depth`` is not of the form ``6 n + 2`` or ``width`` or
+        ModelConfigError: (a ``ValueError``) if ``depth`` is not of the form ``6 n + 2`` or ``width`` or
             ``num_classes`` is not positive.
 
     Examples:

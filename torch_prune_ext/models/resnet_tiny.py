@@ -28,7 +28,7 @@ class TinyImageNetResNet(nn.Module):
         width: channels of the first stage; stage ``i`` has ``width * 2**i``.
 
     Raises:
-        ValueError: if ``blocks`` does not have four positive entries.
+        ModelConfigError: (a ``ValueError``) if ``blocks`` does not have four positive entries.
 
     Examples:
         >>> model = TinyImageNetResNet((1, 1, 1, 1), num_classes=5, width=8)

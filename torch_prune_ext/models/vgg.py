@@ -40,7 +40,7 @@ def make_vgg_features(plan: Sequence[int | str], in_channels: int = 3) -> nn.Seq
         An ``nn.Sequential`` of the layers in order.
 
     Raises:
-        ValueError: if an entry is neither a positive int nor ``"M"``.
+        ModelConfigError: (a ``ValueError``) if an entry is neither a positive int nor ``"M"``.
 
     Examples:
         >>> make_vgg_features([8, "M", 16])(torch.zeros(1, 3, 8, 8)).shape
