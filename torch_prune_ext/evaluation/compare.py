@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from ..api import global_prune
-from ..core.report import PruneReport, sparsity_report
+from ..core.report import sparsity_report
 from ..data import pruning_batch
 from ..errors import InvalidAmountError, InvalidOptionError, PruningError
 from ..methods import METHODS
