@@ -45,6 +45,10 @@ class NonFiniteScoreError(PruningError, FloatingPointError):
     """The scores contain NaN or infinity."""
 
 
+class NonFiniteLossError(PruningError, FloatingPointError):
+    """A training loss became NaN or infinity."""
+
+
 class LayerCollapseError(PruningError, RuntimeError):
     """The mask would disconnect the network (``on_collapse="raise"``)."""
 
@@ -79,6 +83,31 @@ class DistributedMismatchError(PruningError, RuntimeError):
 
 class ModelSpecError(PruningError, ValueError):
     """A model named as ``module:function`` that cannot be imported or does not build an ``nn.Module``."""
+
+
+class DataError(PruningError, ValueError):
+    """A data set, split or batch that cannot be used: an unknown name or split, a malformed file,
+    out-of-range indices, labels of the wrong shape or too few examples of a class."""
+
+
+class DataNotFoundError(PruningError, FileNotFoundError):
+    """A data folder or file that is not where it was looked for; the message lists the folders searched."""
+
+
+class ModelConfigError(PruningError, ValueError):
+    """A model builder (``torch_prune_ext.models``) got a bad argument: a width, depth, plan or class count."""
+
+
+class InvalidTypeError(PruningError, TypeError):
+    """An argument of the wrong type, e.g. a model that is not an ``nn.Module``."""
+
+
+class UnknownNameError(PruningError, KeyError):
+    """A lookup by name (e.g. a pipeline stage) that names nothing; the message lists the names there are."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ quotes its argument (repr); show the sentence as written.
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
 class RankFailedError(PruningError, RuntimeError):

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InvalidOptionError
+from ..errors import InvalidOptionError, InvalidTypeError
 from ..models.spec import build_model, is_model_path, resolve_builder
 
 __all__ = [
@@ -159,7 +159,7 @@ def _parsing_of(hint: Any) -> tuple[dict[str, Any], Callable[[Any], Any]]:
     if any(_is_callable_hint(m) for m in members):
         metavar = "NAME|module:function" if str in members else "module:function"
         return {"type": str, "metavar": metavar}, _text_of_callable
-    raise TypeError(f"no command-line form for a field of type {hint!r}")
+    raise InvalidTypeError(f"no command-line form for a field of type {hint!r}")
 
 
 def _default_of(f: dataclasses.Field[Any]) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..core.report import format_table
 from ..core.scoring import PruningOptions
-from ..errors import InvalidOptionError
+from ..errors import InvalidOptionError, InvalidTypeError
 from ..methods import METHODS, PruningMethod
 from .fields import Flag, add_flags, dataclass_flags
 
@@ -63,7 +63,7 @@ class MethodFlag:
         flags = list(self.by_method.values())
         parsing = [{k: v for k, v in f.kwargs.items() if k not in ("help", "choices")} for f in flags]
         if any(p != parsing[0] for p in parsing):
-            raise TypeError(f"{self.option}: the fields of {', '.join(self.owners)} are parsed differently")
+            raise InvalidTypeError(f"{self.option}: the fields of {', '.join(self.owners)} are parsed differently")
         kwargs = dict(parsing[0])
         if all("choices" in f.kwargs for f in flags):
             kwargs["choices"] = tuple(dict.fromkeys(c for f in flags for c in f.kwargs["choices"]))

@@ -2,7 +2,7 @@
 
 A weight is seen as the matrix a GEMM multiplies: ``(out_features, in_features)`` for a
 Linear, the tap-major ``(out_channels, kh·kw·in_channels)`` for a convolution
-(:func:`~torch_prune_ext.kernels.conv_layout.gemm_view`: a tile is ``b_n`` output channels by
+(:func:`~torch_prune_ext.core.layout.gemm_view`: a tile is ``b_n`` output channels by
 ``b_k`` input channels at one kernel tap, the tile the conv kernels skip).
 A block is a ``b_n x b_k`` tile of that matrix; edge blocks may be smaller. Tensor cores work
 on whole tiles, so only zeros that fill whole tiles make a pruned layer faster
@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidOptionError
-from ..kernels.conv_layout import from_gemm_view, gemm_view
+from .checkpoint import pruned_tensors
+from .layout import from_gemm_view, gemm_view
+from .report import format_table
 
 GRANULARITIES = ("element", "block", "hybrid")
 
@@ -207,8 +209,6 @@ class TileReport:
         return TileStatistics("total", tile, sum(r.tiles for r in chosen), sum(r.empty for r in chosen))
 
     def __str__(self) -> str:
-        from .report import format_table
-
         names = list(dict.fromkeys(r.name for r in self.rows))
         by_key = {(r.name, r.tile): r for r in self.rows}
         table_rows = []
@@ -255,8 +255,6 @@ def tile_report(model: nn.Module, tile_sizes: Sequence[int] = (16, 32, 64)) -> T
         >>> report.overall(32).empty_fraction, report.overall(32).predicted_speedup
         (0.25, 1.3333333333333333)
     """
-    from .checkpoint import pruned_tensors
-
     names = {id(m): n for n, m in model.named_modules()}
     rows = []
     for module, name in pruned_tensors(model):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import InvalidOptionError
+from ..errors import InvalidAmountError, InvalidOptionError
 from .blocks import GRANULARITIES, block_ranked_alive
 from .targets import Target, canonical_order
 
@@ -59,7 +59,7 @@ def rank_and_mask(
     n_dead = sum(int((~a).sum()) for a in alive)
     n_total = sum(a.numel() for a in alive)
     if not n_dead <= n_pruned <= n_total:
-        raise ValueError(f"cannot prune {n_pruned} of {n_total} entries when {n_dead} are already pruned")
+        raise InvalidAmountError(f"cannot prune {n_pruned} of {n_total} entries when {n_dead} are already pruned")
     ordered_scores = [scores[i].detach() for i in order]
     if granularity not in GRANULARITIES:
         raise InvalidOptionError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}.")

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import LayerCollapseError, LayerCollapseWarning, LayerEmptiedWarning
 from .functional import FunctionalModel, preserved_state
-from .targets import Target, resolve_targets
+from .targets import Target, prunable_parameters, resolve_targets
 
 logger = logging.getLogger("torch_prune_ext")
 
@@ -167,8 +167,6 @@ def sparsity_report(model: nn.Module, targets: Iterable[tuple[nn.Module, str]] |
         0.3
     """
     if targets is None:
-        from .targets import prunable_parameters
-
         pairs = prunable_parameters(model)
         known = {(id(m), n) for m, n in pairs}
         for module in model.modules():

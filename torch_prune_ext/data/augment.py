@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import BatchShapeError, InvalidOptionError
+
 __all__ = ["CifarTrainAugment", "Transform", "normalize", "random_crop", "random_horizontal_flip"]
 
 #: A batch transform ``x -> x'`` (augmentation, normalisation, a contrastive view, ...).
@@ -26,7 +28,7 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 def _check_batch(x: torch.Tensor, name: str) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} expects a batch (N, C, H, W), got {shape}; add a batch dimension with x[None].")
+        raise BatchShapeError(f"{name} expects a batch (N, C, H, W), got {shape}; add a batch dimension with x[None].")
 
 
 def _draw_device(x: torch.Tensor, generator: torch.Generator | None) -> torch.device:
@@ -54,7 +56,8 @@ def random_crop(
         A new tensor ``(N, C, height, width)``; each sample is a window of its padded input.
 
     Raises:
-        ValueError: if ``x`` is not 4-D, ``padding`` is negative, or the window does not fit.
+        BatchShapeError: (a ``ValueError``) if ``x`` is not 4-D.
+        InvalidOptionError: (a ``ValueError``) if ``padding`` is negative, or the window does not fit.
 
     Examples:
         >>> x = torch.rand(8, 3, 32, 32)
@@ -64,11 +67,11 @@ def random_crop(
     _check_batch(x, "random_crop")
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}.")
+        raise InvalidOptionError(f"padding must be >= 0, got {padding}.")
     n, _, h, w = x.shape
     padded_h, padded_w = h + 2 * padding, w + 2 * padding
     if not (0 < height <= padded_h and 0 < width <= padded_w):
-        raise ValueError(
+        raise InvalidOptionError(
             f"crop size {(height, width)} does not fit the padded image {(padded_h, padded_w)}; "
             "use a smaller size or more padding."
         )
@@ -99,7 +102,8 @@ def random_horizontal_flip(
         A new tensor of the same shape.
 
     Raises:
-        ValueError: if ``x`` is not 4-D or ``p`` is outside [0, 1].
+        BatchShapeError: (a ``ValueError``) if ``x`` is not 4-D.
+        InvalidOptionError: (a ``ValueError``) if ``p`` is outside [0, 1].
 
     Examples:
         >>> x = torch.arange(4.0).reshape(1, 1, 1, 4)
@@ -108,7 +112,7 @@ def random_horizontal_flip(
     """
     _check_batch(x, "random_horizontal_flip")
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p}.")
+        raise InvalidOptionError(f"p must be in [0, 1], got {p}.")
     draw = torch.rand(x.shape[0], generator=generator, device=_draw_device(x, generator))
     flip = (draw < p).to(x.device)[:, None, None, None]
     return torch.where(flip, x.flip(-1), x)
@@ -126,26 +130,26 @@ def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequen
         A new tensor of the same shape and dtype.
 
     Raises:
-        ValueError: if ``x`` is not floating, or ``mean``/``std`` do not have ``C`` entries,
-            or a std is not positive.
+        BatchShapeError: (a ``ValueError``) if ``x`` is not a floating ``(..., C, H, W)`` tensor.
+        InvalidOptionError: (a ``ValueError``) if ``mean``/``std`` do not have ``C`` entries, or a std is not positive.
 
     Examples:
         >>> normalize(torch.ones(1, 2, 1, 1), (0.5, 0.0), (0.5, 2.0)).flatten().tolist()
         [1.0, 0.5]
     """
     if not x.is_floating_point():
-        raise ValueError(f"normalize needs a floating tensor, got {x.dtype}; convert with x.float() / 255.")
+        raise BatchShapeError(f"normalize needs a floating tensor, got {x.dtype}; convert with x.float() / 255.")
     if x.ndim < 3:
-        raise ValueError(f"normalize expects (..., C, H, W), got shape {tuple(x.shape)}.")
+        raise BatchShapeError(f"normalize expects (..., C, H, W), got shape {tuple(x.shape)}.")
     mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1)
     std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1)
     channels = x.shape[-3]
     if mean_t.numel() != channels or std_t.numel() != channels:
-        raise ValueError(
+        raise InvalidOptionError(
             f"mean and std need one value per channel ({channels}), got {mean_t.numel()} and {std_t.numel()}."
         )
     if bool((std_t <= 0).any()):
-        raise ValueError(f"std must be positive, got {std_t.tolist()}.")
+        raise InvalidOptionError(f"std must be positive, got {std_t.tolist()}.")
     return (x - mean_t[:, None, None]) / std_t[:, None, None]
 
 
@@ -179,7 +183,7 @@ class CifarTrainAugment:
         generator: torch.Generator | None = None,
     ) -> None:
         if (mean is None) != (std is None):
-            raise ValueError("Give both mean and std to normalise, or neither.")
+            raise InvalidOptionError("Give both mean and std to normalise, or neither.")
         self.size = size
         self.padding = padding
         self.flip_p = flip_p

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import DataNotFoundError
+from .balanced import class_balanced_indices
 from .datasets import (
     CIFAR10_FILE,
     DATA_ENV,
@@ -34,7 +36,6 @@ from .datasets import (
     load_mnist,
     mnist_float,
 )
-from .splits import class_balanced_indices
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def bundled_pruning_set(dataset: str, per_class: int = 10, seed: int = 0) -> tup
         ``(x, y)``: CIFAR-10 ``(N, 3, 32, 32)`` or MNIST ``(N, 1, 28, 28)`` float32, int64 labels.
 
     Raises:
-        FileNotFoundError: ``per_class`` above 10 (the message says where to put the data file).
+        DataNotFoundError: (a ``FileNotFoundError``) ``per_class`` above 10 (the message says where to put the data file).
 
     Examples:
         >>> x, y = bundled_pruning_set("cifar10")
@@ -102,7 +103,7 @@ def bundled_pruning_set(dataset: str, per_class: int = 10, seed: int = 0) -> tup
         ((100, 3, 32, 32), [10, 10, 10, 10, 10, 10, 10, 10, 10, 10])
     """
     if per_class > BUNDLED_PER_CLASS:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{_SOURCE_FILES[dataset]} not found, and the {dataset} pruning set bundled with the package has only "
             f"{BUNDLED_PER_CLASS} images per class (asked: {per_class}); put the file in a folder and set "
             f"{DATA_ENV} to it (CLI: --data-root DIR), or use --per-class {BUNDLED_PER_CLASS}."

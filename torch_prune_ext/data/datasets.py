@@ -21,19 +21,26 @@ searched):
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
-import tempfile
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ..errors import DataError, DataNotFoundError
+from .archives import (
+    CACHE_ENV,
+    as_index_array,
+    cache_path,
+    check_split,
+    decode_jpeg,
+    default_cache_dir,
+    load_cache,
+    read_arrays,
+    write_cache,
+)
 from .augment import normalize as _normalize
 
 logger = logging.getLogger(__name__)
@@ -64,8 +71,6 @@ __all__ = [
 
 #: Environment variable naming the folder that holds the data files.
 DATA_ENV = "TORCH_PRUNE_EXT_DATA"
-#: Environment variable naming the folder for decoded caches.
-CACHE_ENV = "TORCH_PRUNE_EXT_CACHE"
 #: File name of the MNIST archive.
 MNIST_FILE = "mnist.npz"
 #: File name of the CIFAR-10 JPEG archive.
@@ -82,7 +87,6 @@ CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
 
-_SPLITS = ("train", "test")
 _CIFAR_IMAGE_SHAPE = (32, 32, 3)
 
 
@@ -141,7 +145,7 @@ def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
         The folder, as a :class:`~pathlib.Path`.
 
     Raises:
-        FileNotFoundError: if the chosen folder (or every default folder) does not exist;
+        DataNotFoundError: (a ``FileNotFoundError``) if the chosen folder (or every default folder) does not exist;
             the message lists the folders searched and how to fix it.
 
     Examples:
@@ -155,7 +159,7 @@ def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
         if candidate.is_dir():
             return candidate
     searched = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
+    raise DataNotFoundError(
         f"No data folder found; searched {searched} (from {source}). {_how_to_fix('the .npz files')}"
     )
 
@@ -171,7 +175,7 @@ def find_data_file(filename: str, root: str | os.PathLike[str] | None = None) ->
         The path of the first folder that holds ``filename``.
 
     Raises:
-        FileNotFoundError: naming the file, the folders searched and how to fix it.
+        DataNotFoundError: (a ``FileNotFoundError``) naming the file, the folders searched and how to fix it.
 
     Examples:
         >>> import tempfile
@@ -188,54 +192,9 @@ def find_data_file(filename: str, root: str | os.PathLike[str] | None = None) ->
         if path.is_file():
             return path
     searched = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
+    raise DataNotFoundError(
         f"Data file {filename!r} not found; searched {searched} (from {source}). {_how_to_fix(filename)}"
     )
-
-
-# --------------------------------------------------------------------------- reading archives
-
-
-def _check_split(split: str) -> str:
-    if split not in _SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
-    return split
-
-
-def _read_arrays(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """Read ``keys`` from an ``.npz`` archive (other members are not decompressed)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in keys if key not in archive.files]
-            if missing:
-                raise ValueError(
-                    f"{path} lacks the arrays {missing} (it has {archive.files}); replace it with the "
-                    "original file from the shared data folder."
-                )
-            return {key: archive[key] for key in keys}
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(
-            f"{path} is not a readable .npz archive ({error}); replace it with the original file "
-            "from the shared data folder."
-        ) from error
-
-
-def _as_index_array(indices: Sequence[int] | np.ndarray | torch.Tensor, n: int) -> np.ndarray:
-    """Validate ``indices`` as a 1-D array of ints in ``[0, n)``."""
-    if isinstance(indices, torch.Tensor):
-        indices = indices.detach().cpu().numpy()
-    array = np.asarray(indices)
-    if array.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(
-            f"indices must be a 1-D sequence of ints, got shape {array.shape} and dtype {array.dtype}."
-        )
-    if array.min() < 0 or array.max() >= n:
-        raise ValueError(
-            f"indices must lie in [0, {n}), got values from {array.min()} to {array.max()}."
-        )
-    return array.astype(np.int64)
 
 
 # --------------------------------------------------------------------------- MNIST
@@ -254,20 +213,20 @@ def load_mnist(
         ``(x, y)``: ``x`` a uint8 tensor ``(N, 28, 28)``, ``y`` an int64 tensor ``(N,)``.
 
     Raises:
-        FileNotFoundError: if ``mnist.npz`` is not found.
-        ValueError: for a bad ``split`` or a malformed file.
+        DataNotFoundError: (a ``FileNotFoundError``) if ``mnist.npz`` is not found.
+        DataError: (a ``ValueError``) for a bad ``split`` or a malformed file.
 
     Examples:
         >>> x, y = load_mnist("test")  # doctest: +SKIP
         >>> x.shape, y.dtype  # doctest: +SKIP
         (torch.Size([10000, 28, 28]), torch.int64)
     """
-    _check_split(split)
+    check_split(split)
     path = find_data_file(MNIST_FILE, root)
-    arrays = _read_arrays(path, (f"x_{split}", f"y_{split}"))
+    arrays = read_arrays(path, (f"x_{split}", f"y_{split}"))
     x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
     if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y):
-        raise ValueError(
+        raise DataError(
             f"{path} has x_{split} of shape {x.shape} and y_{split} of shape {y.shape}; expected "
             "(N, 28, 28) and (N,). Replace it with the original file."
         )
@@ -313,93 +272,18 @@ def mnist_float(x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
 # --------------------------------------------------------------------------- CIFAR-10
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """Decode one JPEG to an RGB uint8 array ``(H, W, 3)`` with Pillow.
-
-    Args:
-        data: the encoded bytes.
-
-    Returns:
-        The decoded image.
-
-    Examples:
-        >>> buffer = io.BytesIO()
-        >>> Image.new("RGB", (4, 2), (255, 0, 0)).save(buffer, format="JPEG")
-        >>> decode_jpeg(buffer.getvalue()).shape
-        (2, 4, 3)
-    """
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
 def _decode_jpegs(buffer: np.ndarray, offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Decode images ``indices`` of a JPEG byte buffer into ``(len(indices), 32, 32, 3)`` uint8."""
     out = np.empty((len(indices), *_CIFAR_IMAGE_SHAPE), dtype=np.uint8)
     for k, i in enumerate(indices):
         image = decode_jpeg(buffer[offsets[i] : offsets[i + 1]].tobytes())
         if image.shape != _CIFAR_IMAGE_SHAPE:
-            raise ValueError(
+            raise DataError(
                 f"CIFAR-10 image {i} decodes to shape {image.shape}, expected {_CIFAR_IMAGE_SHAPE}; "
                 "replace the data file with the original."
             )
         out[k] = image
     return out
-
-
-def default_cache_dir() -> Path:
-    """The folder for decoded caches: ``$TORCH_PRUNE_EXT_CACHE``, else ``~/.cache/torch_prune_ext``.
-
-    Returns:
-        The folder (created on first write, not here).
-
-    Examples:
-        >>> isinstance(default_cache_dir(), Path)
-        True
-    """
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "torch_prune_ext"
-
-
-def _cache_path(source: Path, split: str, cache_dir: Path) -> Path:
-    """Cache file for one split, keyed by the source's resolved path, size and mtime."""
-    stat = source.stat()
-    key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_dir / f"{source.stem}_{split}_{key}.npy"
-
-
-def _load_cache(path: Path, n: int, mmap: bool) -> np.ndarray | None:
-    """The cached array if it exists and has the expected shape and dtype, else ``None``."""
-    if not path.is_file():
-        return None
-    try:
-        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        logger.warning("Ignoring unreadable cache %s (%s); decoding again.", path, error)
-        return None
-    if array.shape != (n, *_CIFAR_IMAGE_SHAPE) or array.dtype != np.uint8:
-        logger.warning("Ignoring cache %s with shape %s dtype %s; decoding again.", path, array.shape, array.dtype)
-        return None
-    logger.debug("Using decoded cache %s", path)
-    return array
-
-
-def _write_cache(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` atomically (temp file + ``os.replace``); failures only log."""
-    tmp_name = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; the cache holds public data
-        os.replace(tmp_name, path)
-        tmp_name = None
-        logger.info("Cached decoded images in %s", path)
-    except OSError as error:
-        logger.warning("Could not write the cache %s (%s); continuing without it.", path, error)
-    finally:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
 
 
 def load_cifar10(
@@ -427,25 +311,25 @@ def load_cifar10(
         ``(x, y)``: ``x`` a uint8 tensor ``(N, 32, 32, 3)`` (HWC, RGB), ``y`` int64 ``(N,)``.
 
     Raises:
-        FileNotFoundError: if the archive is not found.
-        ValueError: for a bad ``split``, out-of-range ``indices`` or a malformed file.
+        DataNotFoundError: (a ``FileNotFoundError``) if the archive is not found.
+        DataError: (a ``ValueError``) for a bad ``split``, out-of-range ``indices`` or a malformed file.
 
     Examples:
         >>> x, y = load_cifar10("train", indices=[0, 1])  # doctest: +SKIP
         >>> x.shape, y.tolist()  # doctest: +SKIP
         (torch.Size([2, 32, 32, 3]), [6, 9])
     """
-    _check_split(split)
+    check_split(split)
     path = find_data_file(CIFAR10_FILE, root)
-    labels = _read_arrays(path, (f"y_{split}",))[f"y_{split}"]
+    labels = read_arrays(path, (f"y_{split}",))[f"y_{split}"]
     n = len(labels)
     cache = None
     if use_cache:
-        cache = _cache_path(path, split, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
+        cache = cache_path(path, split, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
 
     if indices is not None:
-        index = _as_index_array(indices, n)
-        cached = _load_cache(cache, n, mmap=True) if cache is not None else None
+        index = as_index_array(indices, n)
+        cached = load_cache(cache, (n, *_CIFAR_IMAGE_SHAPE), mmap=True) if cache is not None else None
         if cached is not None:
             x = np.ascontiguousarray(cached[index])
             del cached
@@ -453,21 +337,21 @@ def load_cifar10(
             x = _decode_split(path, split, n, index)
         y = labels[index]
     else:
-        x = _load_cache(cache, n, mmap=False) if cache is not None else None
+        x = load_cache(cache, (n, *_CIFAR_IMAGE_SHAPE), mmap=False) if cache is not None else None
         if x is None:
             x = _decode_split(path, split, n, np.arange(n))
             if cache is not None:
-                _write_cache(cache, x)
+                write_cache(cache, x)
         y = labels
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))
 
 
 def _decode_split(path: Path, split: str, n: int, index: np.ndarray) -> np.ndarray:
     """Read a split's JPEG buffer and decode the images ``index``."""
-    arrays = _read_arrays(path, (f"jpeg_{split}", f"offsets_{split}"))
+    arrays = read_arrays(path, (f"jpeg_{split}", f"offsets_{split}"))
     buffer, offsets = arrays[f"jpeg_{split}"], arrays[f"offsets_{split}"]
     if offsets.shape != (n + 1,) or offsets[-1] > len(buffer):
-        raise ValueError(
+        raise DataError(
             f"{path} has offsets_{split} of shape {offsets.shape} for {n} labels (expected ({n + 1},) "
             "within the buffer); replace it with the original file."
         )
@@ -532,6 +416,6 @@ def cifar10_labels(split: str = "train", root: str | os.PathLike[str] | None = N
         >>> cifar10_labels("test")[:3].tolist()  # doctest: +SKIP
         [3, 8, 8]
     """
-    _check_split(split)
-    labels = _read_arrays(find_data_file(CIFAR10_FILE, root), (f"y_{split}",))[f"y_{split}"]
+    check_split(split)
+    labels = read_arrays(find_data_file(CIFAR10_FILE, root), (f"y_{split}",))[f"y_{split}"]
     return torch.from_numpy(labels.astype(np.int64))

@@ -1,101 +1,25 @@
 """Class-balanced subsets, e.g. the small labelled batch a pruning-at-initialisation method scores on.
 
+The indices come from :func:`~torch_prune_ext.data.balanced.class_balanced_indices` (re-exported here).
 Selection is seeded with a private :class:`torch.Generator`, so it is reproducible and
 never changes PyTorch's global random state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import os
 
-import numpy as np
 import torch
 
+from ..errors import DataError
+from .balanced import class_balanced_indices
+from .bundled import bundled_pruning_set, falls_back_to_bundled
 from .datasets import cifar10_labels, cifar10_tensors, mnist_tensors
 
 #: Datasets :func:`pruning_set` can draw from.
 DATASETS = ("cifar10", "mnist")
 
 __all__ = ["DATASETS", "class_balanced_indices", "pruning_batch", "pruning_set"]
-
-
-def _as_label_tensor(labels: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
-    """Labels as a 1-D int64 CPU tensor."""
-    if isinstance(labels, torch.Tensor):
-        tensor = labels.detach().cpu()
-    else:
-        tensor = torch.as_tensor(np.asarray(labels))
-    if tensor.ndim != 1:
-        raise ValueError(f"labels must be 1-D (one class index per example), got shape {tuple(tensor.shape)}.")
-    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-        raise ValueError(f"labels must be integer class indices, got dtype {tensor.dtype}; cast with .long().")
-    return tensor.to(torch.int64)
-
-
-def class_balanced_indices(
-    labels: torch.Tensor | np.ndarray | Sequence[int],
-    per_class: int,
-    seed: int,
-    num_classes: int | None = None,
-) -> torch.Tensor:
-    """Pick exactly ``per_class`` random examples of every class.
-
-    Draws a permutation of all examples with ``torch.randperm`` and a private generator
-    seeded with ``seed``, and keeps the first ``per_class`` examples of each class in that
-    permutation. The global random state is not touched.
-
-    Args:
-        labels: class index of every example, 1-D (tensor, array or sequence).
-        per_class: examples to pick per class (at least 1).
-        seed: seed of the selection; the same seed and labels give the same indices.
-        num_classes: classes ``0 .. num_classes - 1`` to pick from; default ``max(labels) + 1``.
-
-    Returns:
-        An int64 CPU tensor of ``per_class * num_classes`` distinct indices into ``labels``,
-        sorted in ascending order (dataset order).
-
-    Raises:
-        ValueError: if ``per_class < 1``, a label is outside ``[0, num_classes)``, or a class
-            has fewer than ``per_class`` examples (the message names the class and count).
-
-    Examples:
-        >>> labels = torch.tensor([0, 1, 0, 1, 2, 2, 0])
-        >>> idx = class_balanced_indices(labels, per_class=2, seed=0)
-        >>> torch.bincount(labels[idx]).tolist()
-        [2, 2, 2]
-    """
-    y = _as_label_tensor(labels)
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be a positive int, got {per_class!r}.")
-    if y.numel() == 0:
-        raise ValueError("labels is empty; pass the labels of the dataset to sample from.")
-    if num_classes is None:
-        num_classes = int(y.max()) + 1
-    if y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), got values from {int(y.min())} to {int(y.max())}; "
-            "fix num_classes or the labels."
-        )
-    counts = torch.bincount(y, minlength=num_classes)
-    short = [(c, int(counts[c])) for c in range(num_classes) if counts[c] < per_class]
-    if short:
-        listed = ", ".join(f"class {c}: {n}" for c, n in short[:10])
-        raise ValueError(
-            f"per_class={per_class} but some classes have fewer examples ({listed}"
-            f"{', ...' if len(short) > 10 else ''}); lower per_class or use more data."
-        )
-
-    generator = torch.Generator().manual_seed(int(seed))
-    order = torch.randperm(y.numel(), generator=generator)
-    shuffled = y[order]
-    # Stable sort by class keeps the random order within each class.
-    by_class = torch.sort(shuffled, stable=True)
-    starts = torch.cumsum(counts, 0) - counts  # first position of each class in by_class
-    take = (starts.unsqueeze(1) + torch.arange(per_class)).reshape(-1)
-    chosen = order[by_class.indices[take]]
-    return torch.sort(chosen).values
 
 
 def pruning_batch(
@@ -119,7 +43,7 @@ def pruning_batch(
         devices of ``x`` and ``y``.
 
     Raises:
-        ValueError: if ``x`` and ``y`` differ in length, or as :func:`class_balanced_indices`.
+        DataError: (a ``ValueError``) if ``x`` and ``y`` differ in length, or as :func:`class_balanced_indices`.
 
     Examples:
         >>> x, y = torch.randn(6, 3), torch.tensor([0, 1, 0, 1, 0, 1])
@@ -128,7 +52,7 @@ def pruning_batch(
         [0, 1]
     """
     if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}; pass matching inputs and labels.")
+        raise DataError(f"x has {len(x)} examples but y has {len(y)}; pass matching inputs and labels.")
     idx = class_balanced_indices(y, per_class, seed, num_classes)
     return x[idx.to(x.device)], y[idx.to(y.device)]
 
@@ -163,8 +87,6 @@ def pruning_set(
         >>> x.shape, torch.bincount(y).tolist()  # doctest: +SKIP
         (torch.Size([100, 3, 32, 32]), [10, 10, 10, 10, 10, 10, 10, 10, 10, 10])
     """
-    from .bundled import bundled_pruning_set, falls_back_to_bundled  # bundled imports this module
-
     if falls_back_to_bundled(dataset, root, split):
         return bundled_pruning_set(dataset, per_class, seed)
     if dataset == "cifar10":
@@ -174,4 +96,4 @@ def pruning_set(
         x, y = mnist_tensors(split, root)
         index = class_balanced_indices(y, per_class, seed)
         return x[index], y[index]
-    raise ValueError(f"Unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}.")
+    raise DataError(f"Unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}.")

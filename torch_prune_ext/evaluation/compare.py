@@ -29,7 +29,6 @@ Examples:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -39,24 +38,26 @@ import math
 import numbers
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..api import global_prune
-from ..core.report import PruneReport, sparsity_report
+from ..core.report import sparsity_report
 from ..data import pruning_batch
 from ..errors import InvalidAmountError, InvalidOptionError, PruningError
 from ..methods import METHODS
 from ..models import MODELS, get_model, input_shape_of
+from .comparison_result import ComparisonResult, collapse_note, first_line
+from .comparison_result import collapse_note as _collapse_note  # noqa: F401  (its name here before the split)
 from .datasets import DATASET_NAMES, ClassificationData, load_classification_data
 from .recipe import TrainRecipe, is_plain_int, evaluate_accuracy, train_model
 from .results import DENSE, ResultsFile, RunKey, RunResult
+from .run_queue import Run, planned_runs, run_pending
 from .variants import METHOD_OPTIONS, VARIANTS, method_of, options_of, split_methods, variant_identity
 
 logger = logging.getLogger("torch_prune_ext")
@@ -272,64 +273,6 @@ class CompareConfig:
         return {label: self.recipe_hash(data, label) for label in labels}
 
 
-@dataclass(frozen=True)
-class ComparisonResult:
-    """What :func:`run_comparison` produced.
-
-    Attributes:
-        config: the configuration.
-        data: a one-line description of the data.
-        recipe_hash: the hash every row of this comparison carries, except variant rows
-            (:meth:`CompareConfig.recipe_hash` of their label).
-        rows: the rows of the configuration's runs (read from the CSV or just computed),
-            in run order: per seed the dense row, then every sparsity × method.
-        skipped_methods: requested names that are not in :data:`torch_prune_ext.METHODS`.
-        ignored_rows: rows in the CSV with another recipe hash (other settings), left out.
-        new_rows: rows computed by this call (the others came from the CSV).
-        pending_runs: runs of the configuration not done yet (left for a later call by
-            ``time_limit_s``); 0 when the comparison is complete.
-        seconds: wall time of this call.
-    """
-
-    config: CompareConfig
-    data: str
-    recipe_hash: str
-    rows: tuple[RunResult, ...]
-    skipped_methods: tuple[str, ...]
-    ignored_rows: int
-    new_rows: int
-    pending_runs: int
-    seconds: float
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """``torch.set_num_threads(threads)`` inside, the previous value restored on exit."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _first_line(error: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:limit]}"
-
-
-def _collapse_note(report: PruneReport) -> str:
-    """``"layer collapse: ..."`` for a disconnected network, ``"emptied: ..."`` for density-0 targets behind a
-    live (or unchecked) path, ``""`` otherwise."""
-    if report.has_collapse:
-        return "layer collapse: " + (", ".join(report.collapsed) or "no input-output path survives")
-    if report.emptied:
-        checked = "" if report.paths_connected else " (paths not checked)"
-        return f"emptied{checked}: " + ", ".join(report.emptied)
-    return ""
-
-
 class _SeedRuns:
     """The runs of one seed: its initialisation, pruning batch and (on demand) trained dense model."""
 
@@ -391,6 +334,10 @@ class _SeedRuns:
             options["teacher"] = self.teacher()
         return options
 
+    def run(self, method: str, sparsity: float) -> RunResult:
+        """The row of one run: the dense row for ``"dense"``, else :meth:`pruned`."""
+        return self.dense()[0] if method == DENSE else self.pruned(method, sparsity)
+
     def pruned(self, method: str, sparsity: float) -> RunResult:
         """Prune a copy of the initialisation with the method (or variant) labelled ``method``, train and test it."""
         options = self._options(method)
@@ -403,25 +350,15 @@ class _SeedRuns:
             logger.warning("%s at sparsity %g, seed %d failed: %s", method, sparsity, self.seed, error)
             return self._row(method, sparsity, test_accuracy=math.nan, prune_seconds=time.perf_counter() - start,
                              train_seconds=0.0, density=math.nan, layer_densities={}, train_loss=math.nan,
-                             note=_first_line(error))
+                             note=first_line(error))
         prune_seconds = time.perf_counter() - start
         layers = sparsity_report(model)
         accuracy, seconds, loss = self._train_and_test(model)
-        notes = [_collapse_note(report), "" if math.isfinite(loss) else "training loss is not finite"]
+        notes = [collapse_note(report), "" if math.isfinite(loss) else "training loss is not finite"]
         return self._row(method, sparsity, test_accuracy=accuracy, prune_seconds=prune_seconds,
                          train_seconds=seconds, density=layers.density,
                          layer_densities={layer.name: layer.density for layer in layers.layers}, train_loss=loss,
                          note="; ".join(n for n in notes if n))
-
-
-def _planned_runs(config: CompareConfig, methods: Sequence[str]) -> list[tuple[int, str, float]]:
-    """``(seed, method, sparsity)`` in run order: per seed the dense row, then sparsity-major."""
-    runs = []
-    for seed in config.seeds:
-        if config.include_dense:
-            runs.append((seed, DENSE, 0.0))
-        runs += [(seed, method, sparsity) for sparsity in config.sparsities for method in methods]
-    return runs
 
 
 def run_comparison(
@@ -488,55 +425,22 @@ def run_comparison(
     def key(seed: int, method: str, sparsity: float) -> RunKey:
         return (config.model, data.name, method, sparsity, seed, hashes.get(method, recipe_hash))
 
-    plan = _planned_runs(config, methods)
+    plan = planned_runs(config, methods)
     pending = [run for run in plan if key(*run) not in done]
     logger.info("comparison %s on %s: %d run(s), %d already in %s", recipe_hash, data.describe(), len(plan),
                 len(plan) - len(pending), csv_path)
     deadline = None if time_limit_s is None else start + float(time_limit_s)
-    new_rows = _run_pending(config, data, hashes, pending, store, on_row, done, key, deadline)
+
+    def record(run: Run, row: RunResult) -> None:
+        if store is not None:
+            store.append(row)
+        done[key(*run)] = row
+
+    new_rows = run_pending(config, pending, lambda seed: _SeedRuns(config, data, seed, hashes).run, record, on_row,
+                           deadline)
     rows = tuple(done[key(*run)] for run in plan if key(*run) in done)
     left = len(plan) - len(rows)
     if left:
         logger.warning("time limit reached: %d run(s) left; call again with the same CSV to continue", left)
     return ComparisonResult(config, data.describe(), recipe_hash, rows, skipped, ignored, new_rows, left,
                             time.perf_counter() - start)
-
-
-def _run_pending(
-    config: CompareConfig,
-    data: ClassificationData,
-    hashes: Mapping[str, str],
-    pending: Sequence[tuple[int, str, float]],
-    store: ResultsFile | None,
-    on_row: Callable[[RunResult], None] | None,
-    done: dict[RunKey, RunResult],
-    key: Callable[[int, str, float], RunKey],
-    deadline: float | None,
-) -> int:
-    """Run ``pending`` seed by seed, recording every row into ``done`` (and ``store``); the count run.
-
-    No run starts after ``deadline`` (a ``time.perf_counter()`` value).
-    """
-    count = 0
-    with _torch_threads(config.threads), tqdm(total=len(pending), desc="compare", disable=not config.progress) as bar:
-        for seed in config.seeds:
-            runs = [(method, sparsity) for s, method, sparsity in pending if s == seed]
-            if not runs or (deadline is not None and time.perf_counter() >= deadline):
-                continue
-            seed_runs = _SeedRuns(config, data, seed, hashes)
-            for method, sparsity in runs:
-                if deadline is not None and time.perf_counter() >= deadline:
-                    return count
-                bar.set_postfix_str(f"seed {seed} {method} {sparsity:g}")
-                row = seed_runs.dense()[0] if method == DENSE else seed_runs.pruned(method, sparsity)
-                if store is not None:
-                    store.append(row)
-                done[key(seed, method, sparsity)] = row
-                count += 1
-                bar.update()
-                logger.info("seed %d %s %g: accuracy %.4f, density %.5f, prune %.2f s, train %.1f s%s", seed,
-                            method, sparsity, row.test_accuracy, row.density, row.prune_seconds, row.train_seconds,
-                            f" ({row.note})" if row.note else "")
-                if on_row is not None:
-                    on_row(row)
-    return count

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import BatchShapeError, DataError, InvalidOptionError
 from ..data.augment import CifarTrainAugment, normalize, random_horizontal_flip
 
 __all__ = [
@@ -34,7 +35,7 @@ _LUMA = (0.299, 0.587, 0.114)
 def _check_images(x: torch.Tensor, name: str) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} expects a floating batch (N, C, H, W), got {shape}; convert with x.float() / 255.")
+        raise BatchShapeError(f"{name} expects a floating batch (N, C, H, W), got {shape}; convert with x.float() / 255.")
 
 
 def _uniform(n: int, low: float, high: float, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -77,9 +78,9 @@ def random_resized_crop(
     """
     _check_images(x, "random_resized_crop")
     if not (0 < scale[0] <= scale[1] <= 1):
-        raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {scale}.")
+        raise InvalidOptionError(f"scale must satisfy 0 < low <= high <= 1, got {scale}.")
     if not (0 < ratio[0] <= ratio[1]):
-        raise ValueError(f"ratio must satisfy 0 < low <= high, got {ratio}.")
+        raise InvalidOptionError(f"ratio must satisfy 0 < low <= high, got {ratio}.")
     n, c, h, w = x.shape
     out_h, out_w = (h, w) if size is None else ((size, size) if isinstance(size, int) else (int(size[0]), int(size[1])))
     area = _uniform(n, scale[0], scale[1], x, generator)
@@ -140,7 +141,7 @@ def color_jitter(
     """
     _check_images(x, "color_jitter")
     if min(brightness, contrast, saturation) < 0 or not 0 <= p <= 1:
-        raise ValueError(
+        raise InvalidOptionError(
             f"jitter strengths must be >= 0 and p in [0, 1], got {brightness}, {contrast}, {saturation}, p={p}."
         )
     n = x.shape[0]
@@ -178,7 +179,7 @@ def random_grayscale(x: torch.Tensor, p: float = 0.2, generator: torch.Generator
     """
     _check_images(x, "random_grayscale")
     if not 0 <= p <= 1:
-        raise ValueError(f"p must be in [0, 1], got {p}.")
+        raise InvalidOptionError(f"p must be in [0, 1], got {p}.")
     apply = (_uniform(x.shape[0], 0.0, 1.0, x, generator) < p).view(-1, 1, 1, 1)
     return torch.where(apply, _gray(x).expand_as(x), x)
 
@@ -217,7 +218,7 @@ class VisionViews:
         generator: torch.Generator | None = None,
     ) -> None:
         if (mean is None) != (std is None):
-            raise ValueError("Give both mean and std to normalise, or neither.")
+            raise InvalidOptionError("Give both mean and std to normalise, or neither.")
         self.scale = tuple(scale)
         self.flip_p = flip_p
         self.jitter = jitter
@@ -296,9 +297,9 @@ class Scarf:
     def __init__(self, train_rows: torch.Tensor, corruption: float = 0.6, generator: torch.Generator | None = None) -> None:
         if not isinstance(train_rows, torch.Tensor) or train_rows.ndim != 2 or train_rows.shape[0] < 1:
             shape = tuple(train_rows.shape) if isinstance(train_rows, torch.Tensor) else type(train_rows).__name__
-            raise ValueError(f"Scarf needs the training rows as a non-empty (N, F) tensor, got {shape}.")
+            raise DataError(f"Scarf needs the training rows as a non-empty (N, F) tensor, got {shape}.")
         if not 0.0 <= corruption <= 1.0:
-            raise ValueError(f"corruption must be a fraction in [0, 1], got {corruption}.")
+            raise InvalidOptionError(f"corruption must be a fraction in [0, 1], got {corruption}.")
         self.train_rows = train_rows.detach()
         self.corruption = float(corruption)
         self.generator = generator
@@ -311,7 +312,7 @@ class Scarf:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Return a corrupted copy of the rows ``x`` ``(B, F)``."""
         if x.ndim != 2 or x.shape[1] != self.train_rows.shape[1]:
-            raise ValueError(
+            raise BatchShapeError(
                 f"Scarf was fitted on rows with {self.train_rows.shape[1]} features, got a batch {tuple(x.shape)}."
             )
         b, f = x.shape

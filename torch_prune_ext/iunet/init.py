@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..core.targets import resolve_targets
+from ..errors import InvalidOptionError
 
 __all__ = ["proactive_init_"]
 
@@ -54,7 +55,7 @@ def proactive_init_(
         (['0.weight', '2.weight'], True, True)
     """
     if isinstance(kappa, bool) or not isinstance(kappa, numbers.Real) or not math.isfinite(kappa) or kappa <= 0:
-        raise ValueError(
+        raise InvalidOptionError(
             f"kappa must be a finite number > 0 (0.125 in the paper, 1 turns proactive init off), got {kappa!r}."
         )
     resolved = resolve_targets(model, targets)

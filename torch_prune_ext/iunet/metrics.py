@@ -9,6 +9,7 @@ from torch import nn
 
 from ..core.functional import eval_mode
 from ..data.augment import Transform
+from ..errors import BatchShapeError, MissingDataError
 from ..training.batches import input_batches, model_device
 from ..training.metrics import tensor_accuracy
 
@@ -72,9 +73,9 @@ def consistency(model: nn.Module, loader: Any, transform: Transform) -> float:
             x = x.to(device)
             xt = transform(x)
             if xt.shape[0] != x.shape[0]:
-                raise ValueError(f"transform changed the batch size from {x.shape[0]} to {xt.shape[0]}.")
+                raise BatchShapeError(f"transform changed the batch size from {x.shape[0]} to {xt.shape[0]}.")
             same += int((model(x).argmax(1) == model(xt).argmax(1)).sum())
             total += x.shape[0]
     if total == 0:
-        raise ValueError("consistency got no inputs; pass a non-empty tensor or loader.")
+        raise MissingDataError("consistency got no inputs; pass a non-empty tensor or loader.")
     return same / total

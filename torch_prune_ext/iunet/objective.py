@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.targets import final_linear
-from ..errors import InvalidOptionError, TargetError
+from ..errors import BatchShapeError, InvalidOptionError, TargetError
 
 __all__ = ["ProjectionHead", "encode", "find_head", "invariance_loss", "nt_xent"]
 
@@ -45,14 +45,14 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
         0.2395
     """
     if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(
+        raise BatchShapeError(
             f"nt_xent needs two (N, D) embeddings of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}; "
             "flatten the representations first."
         )
     if z1.shape[0] < 2:
-        raise ValueError("nt_xent needs at least 2 samples per batch (the negatives are the other samples).")
+        raise BatchShapeError("nt_xent needs at least 2 samples per batch (the negatives are the other samples).")
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}.")
+        raise InvalidOptionError(f"temperature must be > 0, got {temperature!r}.")
     n = z1.shape[0]
     u = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
     sim = (u @ u.T) / temperature
@@ -193,7 +193,7 @@ def invariance_loss(
     if weight == 0:
         return ce, {"ce": float(ce.detach()), "nt_xent": 0.0}
     if view1.shape != view2.shape:
-        raise ValueError(f"The two views must have the same shape, got {tuple(view1.shape)} and {tuple(view2.shape)}.")
+        raise BatchShapeError(f"The two views must have the same shape, got {tuple(view1.shape)} and {tuple(view2.shape)}.")
     feats, _ = encode(model, torch.cat([view1, view2], dim=0), head)
     if projection is not None:
         feats = projection(feats)

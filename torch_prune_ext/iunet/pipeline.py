@@ -18,7 +18,7 @@ from torch import nn
 from ..core.report import PruneReport
 from ..data.augment import Transform
 from ..core.targets import prunable_parameters, resolve_targets
-from ..errors import InvalidOptionError
+from ..errors import DataError, InvalidOptionError, InvalidTypeError
 from ..training.batches import model_device
 from ..training.loop import train_epochs
 from .augment import Scarf, StandardAugment, VisionViews
@@ -140,9 +140,9 @@ def run_iunet(
             torch.manual_seed(config.seed)
             net = model()
         if not isinstance(net, nn.Module):
-            raise TypeError(f"model_fn must return an nn.Module, got {type(net).__name__}.")
+            raise InvalidTypeError(f"model_fn must return an nn.Module, got {type(net).__name__}.")
     else:
-        raise TypeError(f"model must be an nn.Module or a callable building one, got {type(model).__name__}.")
+        raise InvalidTypeError(f"model must be an nn.Module or a callable building one, got {type(model).__name__}.")
     head_name, head = find_head(net, config.head)
     enc_pairs = encoder_targets(net, head)
     all_pairs = prunable_parameters(net)
@@ -153,7 +153,7 @@ def run_iunet(
     cons_seed = config.seed + 2
     image = x_train.ndim == 4
     if not image and x_train.ndim != 2:
-        raise ValueError(f"train inputs must be images (N, C, H, W) or rows (N, F), got {tuple(x_train.shape)}.")
+        raise DataError(f"train inputs must be images (N, C, H, W) or rows (N, F), got {tuple(x_train.shape)}.")
     views = config.views
     if views is None and config.ilo_weight > 0:
         if image:  # jitter clamps to the pixel range actually present (works for [0, 1] and standardised images)

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..core.report import PruneReport
 from ..data.augment import Transform
-from ..errors import InvalidOptionError
+from ..errors import InvalidOptionError, UnknownNameError
 
 __all__ = ["IUNETConfig", "IUNETReport", "StageResult"]
 
@@ -158,7 +158,7 @@ class IUNETReport:
         for s in self.stages:
             if s.name == name:
                 return s
-        raise KeyError(f"No stage {name!r}; the stages are {[s.name for s in self.stages]}.")
+        raise UnknownNameError(f"No stage {name!r}; the stages are {[s.name for s in self.stages]}.")
 
     @property
     def final_accuracy(self) -> float:

@@ -15,7 +15,7 @@ from ..data.augment import Transform
 from ..core.checkpoint import refresh_pruned_weights
 from ..core.report import PruneReport
 from ..core.targets import prunable_parameters
-from ..errors import InvalidOptionError, TargetError
+from ..errors import DataError, InvalidOptionError, TargetError
 from ..training.batches import model_device
 from ..training.loop import train_epochs
 from .objective import find_head
@@ -29,13 +29,13 @@ def as_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(data, torch.utils.data.TensorDataset):
         data = data.tensors
     if not (isinstance(data, (tuple, list)) and len(data) >= 2 and all(isinstance(t, torch.Tensor) for t in data[:2])):
-        raise ValueError(
+        raise DataError(
             f"{name} must be a pair of tensors (x, y) or a TensorDataset, got {type(data).__name__}; "
             "e.g. torch_prune_ext.data.mnist_tensors('train')."
         )
     x, y = data[0], data[1]
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"{name}: x and y need the same non-zero number of rows, got {x.shape[0]} and {y.shape[0]}.")
+        raise DataError(f"{name}: x and y need the same non-zero number of rows, got {x.shape[0]} and {y.shape[0]}.")
     return x, y.long()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import MissingDependencyError
+from ..errors import DataError, InvalidOptionError, MissingDependencyError
 
 __all__ = ["TABULAR_DATASETS", "load_tabular"]
 
@@ -38,9 +38,9 @@ def load_tabular(
         (13, 0.0)
     """
     if name not in TABULAR_DATASETS:
-        raise ValueError(f"Unknown tabular dataset {name!r}; use one of {list(TABULAR_DATASETS)}.")
+        raise DataError(f"Unknown tabular dataset {name!r}; use one of {list(TABULAR_DATASETS)}.")
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+        raise InvalidOptionError(f"test_fraction must be in (0, 1), got {test_fraction}.")
     try:
         from sklearn import datasets
         from sklearn.model_selection import train_test_split

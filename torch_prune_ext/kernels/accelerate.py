@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 from ..core.checkpoint import pruned_tensors
-from ..errors import InvalidOptionError, PruningError
+from ..core.report import format_table
+from ..errors import InvalidOptionError, PruningError, UnsupportedLayerError
 from .conv import AcceleratedConv2d
 from .conv_layout import ConvGeometry
-from .dispatch import make_plan
+from .dispatch import CONV_BACKENDS, load_table, make_plan
 from .function import LayerPlan, masked_linear
 from .layer import AcceleratedLayer
 
@@ -107,8 +108,6 @@ class AccelerateReport:
         return {row.name: row.backend for row in self.layers}
 
     def __str__(self) -> str:
-        from ..core.report import format_table
-
         rows = [(r.name, r.kind, r.backend, f"{r.density:.3f}", r.reason) for r in self.layers]
         return format_table(("layer", "type", "backend", "density", "reason"), rows, "lllrl")
 
@@ -157,8 +156,6 @@ def accelerate(
         >>> net.accelerate_report.backends()
         {'0': 'dense'}
     """
-    from .dispatch import CONV_BACKENDS, load_table
-
     if conv_backend not in CONV_BACKENDS:
         raise InvalidOptionError(f"conv_backend={conv_backend!r} is unknown; use one of {', '.join(CONV_BACKENDS)}.")
     tab = load_table(table)
@@ -218,7 +215,7 @@ def _convert_conv(
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     if not name:
-        raise TypeError("accelerate() cannot replace the root module itself; wrap the layer in nn.Sequential.")
+        raise UnsupportedLayerError("accelerate() cannot replace the root module itself; wrap the layer in nn.Sequential.")
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)

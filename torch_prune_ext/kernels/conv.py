@@ -5,7 +5,7 @@ Backends (chosen per layer by :func:`~torch_prune_ext.kernels.dispatch.make_conv
 * ``"tap"`` (CPU): :class:`~torch_prune_ext.kernels.cpu_conv.TapConvPlan`, one GEMM per kept
   tap-major tile; fp32 and fp64, fp16/bf16 are upcast to fp32 and the result cast back.
 * ``"triton"`` (CUDA): the tap-major block-sparse Triton kernels of ``kernels/triton_conv.py``
-  (imported lazily, when the layer first runs).
+  (triton itself is imported when the layer first runs).
 * ``"dense"``: ``F.conv2d(x, W * M, b, ...)``.
 
 Every backend gives the outputs and gradients of ``F.conv2d(x, W * M, b, ...)``; the weight
@@ -14,46 +14,20 @@ gradient is zero at masked entries, so they stay zero under training.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidOptionError
+from . import triton_conv
 from .conv_layout import ConvGeometry, from_gemm_view, gemm_view
-from .cpu_conv import TapConvPlan
-from .function import LayerPlan
+from .conv_plan import ConvPlan
+from .dispatch import make_conv_plan
 from .layer import AcceleratedLayer
 
 __all__ = ["AcceleratedConv2d", "ConvPlan", "MaskedConv2dFunction", "masked_conv2d"]
-
-
-@dataclasses.dataclass
-class ConvPlan:
-    """Backend and fixed sparsity structure of one conv layer.
-
-    Attributes:
-        backend: ``"dense"``, ``"tap"`` or ``"triton"``.
-        mask: ``(O, C, kh, kw)`` element mask.
-        geometry: the layer's :class:`ConvGeometry`.
-        reason: why the dispatcher chose ``backend`` (shown by ``accelerate``'s report).
-        tap: the CPU tile plan (``"tap"``).
-        gemm: the tap-major block plan holding the ``BlockSparseWeight`` (``"triton"``).
-    """
-
-    backend: str
-    mask: torch.Tensor
-    geometry: ConvGeometry
-    reason: str = ""
-    tap: TapConvPlan | None = None
-    gemm: LayerPlan | None = None
-
-
-def _triton_conv():
-    from . import triton_conv  # written on another branch; only needed on CUDA
-
-    return triton_conv
 
 
 class MaskedConv2dFunction(torch.autograd.Function):
@@ -64,7 +38,7 @@ class MaskedConv2dFunction(torch.autograd.Function):
         if plan.backend == "triton":
             values = plan.gemm.values(weight, x.dtype, view=gemm_view)
             b = bias.detach().to(x.dtype) if bias is not None else None
-            y = _triton_conv().conv2d_forward(x, plan.gemm.bsw, values, b, plan.geometry)
+            y = triton_conv.conv2d_forward(x, plan.gemm.bsw, values, b, plan.geometry)
             ctx.save_for_backward(x, values)
         else:
             y = plan.tap.forward(x, weight, bias)
@@ -79,7 +53,7 @@ class MaskedConv2dFunction(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         dx = dw = db = None
         if plan.backend == "triton":
-            kernels, g = _triton_conv(), grad_out.to(x.dtype)
+            kernels, g = triton_conv, grad_out.to(x.dtype)
             if need_x:
                 dx = kernels.conv2d_grad_input(g, plan.gemm.bsw, saved, plan.geometry, tuple(x.shape))
             if need_w:
@@ -164,8 +138,6 @@ class AcceleratedConv2d(AcceleratedLayer):
         block_size: int | None = None,
         table: Mapping[str, Any] | None = None,
     ) -> None:
-        from ..errors import InvalidOptionError
-
         if mask.shape != weight.shape:
             raise InvalidOptionError(
                 f"mask shape {tuple(mask.shape)} differs from conv weight shape {tuple(weight.shape)}; pass the layer's weight_mask."
@@ -176,8 +148,6 @@ class AcceleratedConv2d(AcceleratedLayer):
         self.plan = self._make_plan()
 
     def _make_plan(self) -> ConvPlan:
-        from .dispatch import make_conv_plan
-
         return make_conv_plan(self.weight_mask, self.geometry, self.weight.device, self.weight.dtype,
                               self._backend_request, self._block_size, self._table)
 

@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from ..errors import InvalidOptionError, MissingDependencyError
-from .conv import ConvPlan
+from ..errors import InvalidOptionError
+from .conv_plan import ConvPlan
 from .conv_layout import ConvGeometry, gemm_view
 from .cpu import CpuSparsePlan
 from .cpu_conv import TapConvPlan, tap_occupancy
@@ -200,6 +200,12 @@ def choose_backend(
     return "dense", None
 
 
+def _square_side(block: int | tuple[int, int] | None) -> int:
+    """The side of the square block (tile) a plan uses: ``block``, the smaller side of a pair, or 32 when unset."""
+    side = block or 32
+    return side if isinstance(side, int) else min(side)
+
+
 def make_plan(
     mask: torch.Tensor,
     device: torch.device | str,
@@ -207,33 +213,48 @@ def make_plan(
     backend: str = "auto",
     block_size: int | tuple[int, int] | None = None,
     table: Mapping[str, Any] | None = None,
-) -> LayerPlan:
-    """Build the :class:`~torch_prune_ext.kernels.function.LayerPlan` of one layer.
+    geometry: ConvGeometry | None = None,
+) -> LayerPlan | ConvPlan:
+    """Build the :class:`~torch_prune_ext.kernels.function.LayerPlan` of one layer (the
+    :class:`~torch_prune_ext.kernels.conv.ConvPlan` of a conv layer when ``geometry`` is given).
 
     Args:
-        mask: ``(N, K)`` element mask (moved to ``device``).
+        mask: ``(N, K)`` element mask, or ``(O, C, kh, kw)`` for a conv (moved to ``device``).
         device: where the layer runs.
-        dtype: compute dtype (for the choice only).
-        backend: one of :data:`BACKENDS`; ``"auto"`` uses the table.
-        block_size: block for ``"triton"``/``"bsr"`` when forced (default: the table's pick or 32).
+        dtype: compute dtype (the conv backends refuse other dtypes than float32/float16/bfloat16 when forced).
+        backend: one of :data:`BACKENDS` (:data:`CONV_BACKENDS` for a conv); ``"auto"`` uses the table.
+        block_size: block (conv: tile side) when forced (default: the table's pick or 32).
         table: crossover table.
+        geometry: the conv layer's :class:`ConvGeometry`; None for a linear layer.
 
     Returns:
         The plan. A forced backend that cannot run here falls back (logged): ``"triton"`` without triton
-        or CUDA/interpreter -> CPU sparse or dense; ``"csr"``/``"bsr"`` on CUDA -> dense;
-        ``"semi_structured"`` off CUDA or on a non-2:4 mask -> dense.
+        or CUDA/interpreter -> CPU sparse or dense (conv: ``"tap"`` on CPU); ``"csr"``/``"bsr"``/``"tap"``
+        on CUDA -> dense; ``"semi_structured"`` off CUDA or on a non-2:4 mask -> dense. A conv plan's
+        ``reason`` says why its backend was chosen.
 
     Raises:
-        InvalidOptionError: unknown backend.
+        InvalidOptionError: unknown backend, or a forced sparse conv backend with an unsupported dtype.
 
     Examples:
         >>> make_plan(torch.ones(8, 8), "cpu").backend
         'dense'
+        >>> make_plan(torch.ones(8, 8, 3, 3), "cpu", backend="tap", geometry=ConvGeometry.of(torch.nn.Conv2d(8, 8, 3))).reason
+        'forced'
     """
-    if backend not in BACKENDS:
-        raise InvalidOptionError(f"backend={backend!r} is unknown; use one of {', '.join(BACKENDS)}.")
+    allowed, label = (BACKENDS, "backend") if geometry is None else (CONV_BACKENDS, "conv backend")
+    if backend not in allowed:
+        raise InvalidOptionError(f"{label}={backend!r} is unknown; use one of {', '.join(allowed)}.")
     device = torch.device(device)
     mask = (mask != 0).to(device=device, dtype=torch.float32)
+    if geometry is not None:
+        return _conv_plan(mask, geometry, device, dtype, backend, block_size, table)
+    return _linear_plan(mask, device, dtype, backend, block_size, table)
+
+
+def _linear_plan(mask: torch.Tensor, device: torch.device, dtype: torch.dtype, backend: str,
+                 block_size: int | tuple[int, int] | None, table: Mapping[str, Any] | None) -> LayerPlan:
+    """The linear plan of a checked request (``mask`` already a 0/1 float tensor on ``device``)."""
     chosen_block = block_size
     if backend == "auto":
         backend, chosen_block = choose_backend(mask, device, dtype, table)
@@ -248,8 +269,7 @@ def make_plan(
         logger.info("2:4 backend needs CUDA and a 2:4 mask; using dense")
         backend = "dense"
     if backend == "bsr":
-        b = chosen_block or 32
-        b = b if isinstance(b, int) else min(b)
+        b = _square_side(chosen_block)
         if mask.shape[0] % b or mask.shape[1] % b:
             logger.info("BSR needs shapes divisible by the block (%s, %s); using CSR", tuple(mask.shape), b)
             backend = "csr"
@@ -262,39 +282,6 @@ def make_plan(
         bsw = BlockSparseWeight.from_dense(torch.zeros_like(mask), mask, b)
         return LayerPlan("triton", mask, bsw.block_size, bsw=bsw)
     return LayerPlan(backend, mask)
-
-
-def semi_structured_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: LayerPlan) -> torch.Tensor:
-    """2:4 path (CUDA, fp16/bf16): ``F.linear`` on ``to_sparse_semi_structured(W * M)`` for inference.
-
-    When a gradient is needed the dense masked weight is used (same numbers; torch's 2:4 backward
-    support is partial). The compressed weight is cached while the weight is unchanged.
-
-    Args:
-        x: ``(..., K)`` input.
-        weight: ``(N, K)`` weight.
-        bias: ``(N,)`` or None.
-        plan: plan with ``backend == "semi_structured"``.
-
-    Returns:
-        ``(..., N)`` output.
-
-    Raises:
-        MissingDependencyError: this torch build has no ``to_sparse_semi_structured``.
-    """
-    if torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad):
-        return torch.nn.functional.linear(x, weight * plan.mask.to(weight.dtype), bias)
-    try:
-        from torch.sparse import to_sparse_semi_structured
-    except ImportError as exc:  # pragma: no cover - old torch
-        raise MissingDependencyError("2:4 needs torch.sparse.to_sparse_semi_structured (torch>=2.1 with CUDA); upgrade torch.") from exc
-    key = (weight.data_ptr(), weight._version, x.dtype)
-    if plan._values_key != key:
-        plan._values = to_sparse_semi_structured((weight.detach() * plan.mask.to(weight.dtype)).to(x.dtype))
-        plan._values_key = key
-    lead = x.shape[:-1]
-    y = torch.nn.functional.linear(x.reshape(-1, x.shape[-1]), plan._values, bias.to(x.dtype) if bias is not None else None)
-    return y.reshape(*lead, y.shape[-1])
 
 
 def choose_conv_backend(
@@ -359,25 +346,17 @@ def _forced_conv_backend(backend: str, device: torch.device, dtype: torch.dtype)
     return backend, "forced"
 
 
-def make_conv_plan(
-    mask: torch.Tensor,
-    geometry: ConvGeometry,
-    device: torch.device | str,
-    dtype: torch.dtype = torch.float32,
-    backend: str = "auto",
-    block_size: int | tuple[int, int] | None = None,
-    table: Mapping[str, Any] | None = None,
-) -> ConvPlan:
-    """Build the :class:`~torch_prune_ext.kernels.conv.ConvPlan` of one conv layer.
+def make_conv_plan(mask: torch.Tensor, geometry: ConvGeometry, device: torch.device | str, *options: Any,
+                   **named: Any) -> ConvPlan:
+    """Build the :class:`~torch_prune_ext.kernels.conv.ConvPlan` of one conv layer: :func:`make_plan` with ``geometry``.
 
     Args:
         mask: ``(O, C, kh, kw)`` element mask (moved to ``device``).
         geometry: the layer's :class:`ConvGeometry`.
         device: where the layer runs.
-        dtype: compute dtype.
-        backend: one of :data:`CONV_BACKENDS`; ``"auto"`` uses the table.
-        block_size: tile side when forced (default: the table's pick or 32).
-        table: crossover table.
+        *options: ``dtype``, ``backend`` (one of :data:`CONV_BACKENDS`), ``block_size`` (tile side) and
+            ``table``, in this order, as for :func:`make_plan`.
+        **named: the same options by name.
 
     Returns:
         The plan (``plan.reason`` says why its backend was chosen).
@@ -388,20 +367,21 @@ def make_conv_plan(
     Examples:
         >>> g = ConvGeometry.of(torch.nn.Conv2d(8, 8, 3))
         >>> plan = make_conv_plan(torch.ones(8, 8, 3, 3), g, "cpu")
-        >>> plan.backend, make_conv_plan(torch.ones(8, 8, 3, 3), g, "cpu", backend="tap").backend
+        >>> plan.backend, make_conv_plan(torch.ones(8, 8, 3, 3), g, "cpu", torch.float32, "tap").backend
         ('dense', 'tap')
     """
-    if backend not in CONV_BACKENDS:
-        raise InvalidOptionError(f"conv backend={backend!r} is unknown; use one of {', '.join(CONV_BACKENDS)}.")
-    device = torch.device(device)
-    mask = (mask != 0).to(device=device, dtype=torch.float32)
+    return make_plan(mask, device, *options, geometry=geometry, **named)
+
+
+def _conv_plan(mask: torch.Tensor, geometry: ConvGeometry, device: torch.device, dtype: torch.dtype, backend: str,
+               block_size: int | tuple[int, int] | None, table: Mapping[str, Any] | None) -> ConvPlan:
+    """The conv plan of a checked request (``mask`` already a 0/1 float tensor on ``device``)."""
     if backend == "auto":
         backend, chosen, reason = choose_conv_backend(mask, device, dtype, table)
         block = block_size or chosen
     else:
         (backend, reason), block = _forced_conv_backend(backend, device, dtype), block_size
-    b = block or 32
-    b = b if isinstance(b, int) else min(b)
+    b = _square_side(block)
     if backend == "tap":
         return ConvPlan("tap", mask, geometry, reason, tap=TapConvPlan.build(mask.cpu(), geometry, b))
     if backend == "triton":

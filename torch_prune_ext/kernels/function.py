@@ -1,7 +1,8 @@
 """One ``torch.autograd.Function`` for the masked linear layer ``y = x (W * M)^T + b``.
 
 The layer's plan (:class:`LayerPlan`) says which backend runs: ``"triton"`` (block-sparse Triton
-kernels: forward, dX, dW), ``"csr"`` / ``"bsr"`` (CPU MKL sparse). The gradient w.r.t. the weight
+kernels: forward, dX, dW), ``"csr"`` / ``"bsr"`` (CPU MKL sparse), ``"semi_structured"`` (2:4 on CUDA,
+:func:`semi_structured_linear`). The gradient w.r.t. the weight
 is dense-shaped and exactly zero at masked entries, so masked weights stay zero under training
 (SGD, momentum, weight decay, Adam all map a zero gradient on a zero weight to zero).
 """
@@ -13,11 +14,12 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import MissingDependencyError
 from . import triton_kernels
 from .cpu import CpuSparsePlan
 from .format import BlockSparseWeight
 
-__all__ = ["LayerPlan", "MaskedLinearFunction", "masked_linear"]
+__all__ = ["LayerPlan", "MaskedLinearFunction", "masked_linear", "semi_structured_linear"]
 
 
 @dataclasses.dataclass
@@ -123,8 +125,6 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if plan.backend == "dense":
         return torch.nn.functional.linear(x, weight * plan.mask.to(weight.dtype), bias)
     if plan.backend == "semi_structured":
-        from .dispatch import semi_structured_linear
-
         return semi_structured_linear(x, weight, bias, plan)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
@@ -134,4 +134,37 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         ).to(x.dtype)
     else:
         y = MaskedLinearFunction.apply(x2, weight, bias, plan)
+    return y.reshape(*lead, y.shape[-1])
+
+
+def semi_structured_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: LayerPlan) -> torch.Tensor:
+    """2:4 path (CUDA, fp16/bf16): ``F.linear`` on ``to_sparse_semi_structured(W * M)`` for inference.
+
+    When a gradient is needed the dense masked weight is used (same numbers; torch's 2:4 backward
+    support is partial). The compressed weight is cached while the weight is unchanged.
+
+    Args:
+        x: ``(..., K)`` input.
+        weight: ``(N, K)`` weight.
+        bias: ``(N,)`` or None.
+        plan: plan with ``backend == "semi_structured"``.
+
+    Returns:
+        ``(..., N)`` output.
+
+    Raises:
+        MissingDependencyError: this torch build has no ``to_sparse_semi_structured``.
+    """
+    if torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad):
+        return torch.nn.functional.linear(x, weight * plan.mask.to(weight.dtype), bias)
+    try:
+        from torch.sparse import to_sparse_semi_structured
+    except ImportError as exc:  # pragma: no cover - old torch
+        raise MissingDependencyError("2:4 needs torch.sparse.to_sparse_semi_structured (torch>=2.1 with CUDA); upgrade torch.") from exc
+    key = (weight.data_ptr(), weight._version, x.dtype)
+    if plan._values_key != key:
+        plan._values = to_sparse_semi_structured((weight.detach() * plan.mask.to(weight.dtype)).to(x.dtype))
+        plan._values_key = key
+    lead = x.shape[:-1]
+    y = torch.nn.functional.linear(x.reshape(-1, x.shape[-1]), plan._values, bias.to(x.dtype) if bias is not None else None)
     return y.reshape(*lead, y.shape[-1])

@@ -75,6 +75,7 @@ from ..core.config import MethodConfig, boolean, floating_dtype, option
 from ..core.scoring import ScoringProblem
 from ..errors import MissingDataError, UnsupportedLayerError
 from .base import PruningMethod
+from .px_conformance import conformance_scores
 from .px_norm import NormReduction, NormStatistics
 from .px_theory import theory_scores
 from .px_views import ActivationGates
@@ -172,8 +173,6 @@ def px_scores(problem: ScoringProblem, config: PXConfig) -> list[torch.Tensor]:
     if not problem.data.given:
         raise MissingDataError("px needs pruning data: pass data=<batch or DataLoader> (labels are not used).")
     if config.mode != "theory":
-        from .px_conformance import conformance_scores  # imports this module
-
         return conformance_scores(problem, config)
     return theory_scores(problem, config)
 

@@ -28,15 +28,17 @@ nets, stored in ``tests/fixtures/`` (``tests/fixtures/PX_FIXTURES.md``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..core.functional import preserved_state
 from ..core.scoring import ScoringProblem
-from .px import PXConfig
 from .px_norm import NormReduction
 from .px_views import _MAX_POOL, ActivationGates, _batches, _checked_output, _finite
+
+if TYPE_CHECKING:  # px imports this module
+    from .px import PXConfig
 
 __all__ = ["HEAD_SKIPPED", "RELEASE_SKIPPED", "conformance_scores", "reference_scores", "release_2024_scores"]
 
@@ -141,7 +143,7 @@ def reference_scores(problem: ScoringProblem, config: PXConfig) -> list[torch.Te
     Examples:
         >>> from collections import OrderedDict
         >>> from torch_prune_ext.core.scoring import PruningOptions
-        >>> from torch_prune_ext.methods.px import PX
+        >>> from torch_prune_ext.methods.px import PX, PXConfig
         >>> def one_layer(name):  # weights [2, -1], one input [1, 3]
         ...     net = torch.nn.Sequential(OrderedDict({name: torch.nn.Linear(2, 1, bias=False)}))
         ...     with torch.no_grad():
@@ -189,7 +191,7 @@ def release_2024_scores(problem: ScoringProblem, config: PXConfig) -> list[torch
 
     Examples:
         >>> from torch_prune_ext.core.scoring import PruningOptions
-        >>> from torch_prune_ext.methods.px import PX
+        >>> from torch_prune_ext.methods.px import PX, PXConfig
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False))
         >>> with torch.no_grad():
         ...     net[0].weight.copy_(torch.tensor([[2.0, -1.0]]))  # doctest: +ELLIPSIS

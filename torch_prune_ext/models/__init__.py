@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import ModelSpecError
+
 from .mlp import ACTIVATIONS, MLP, lenet_300_100, mlp
 from .resnet_cifar import BasicBlock, CifarResNet, init_weights_, make_stage, resnet20, resnet32
 from .resnet_tiny import TinyImageNetResNet, resnet18
@@ -94,7 +96,7 @@ MODEL_INPUT_SHAPES: dict[str, tuple[int, ...]] = {name: spec.input_shape for nam
 
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or name.lower() not in MODELS:
-        raise ValueError(f"Unknown model {name!r}; known models are {sorted(MODELS)}.")
+        raise ModelSpecError(f"Unknown model {name!r}; known models are {sorted(MODELS)}.")
     return name.lower()
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from ..errors import ModelConfigError
 from .resnet_cifar import init_weights_
 
 __all__ = ["ACTIVATIONS", "MLP", "lenet_300_100", "mlp"]
@@ -30,7 +31,7 @@ def _activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name.lower()]()
     except KeyError:
-        raise ValueError(
+        raise ModelConfigError(
             f"Unknown activation {name!r}; use one of {sorted(ACTIVATIONS)}."
         ) from None
 
@@ -47,7 +48,7 @@ class MLP(nn.Sequential):
         dropout: dropout probability after every hidden activation (0 adds no layer).
 
     Raises:
-        ValueError: for non-positive sizes, an unknown activation or ``dropout`` outside [0, 1).
+        ModelConfigError: (a ``ValueError``) for non-positive sizes, an unknown activation or ``dropout`` outside [0, 1).
 
     Examples:
         >>> import torch
@@ -67,12 +68,12 @@ class MLP(nn.Sequential):
     ) -> None:
         hidden = tuple(int(h) for h in hidden)
         if in_features < 1 or num_classes < 1 or any(h < 1 for h in hidden):
-            raise ValueError(
+            raise ModelConfigError(
                 f"MLP sizes must be positive, got in_features={in_features}, hidden={hidden}, "
                 f"num_classes={num_classes}."
             )
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+            raise ModelConfigError(f"dropout must be in [0, 1), got {dropout}.")
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for h in hidden:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ModelConfigError
+
 __all__ = ["BasicBlock", "CifarResNet", "init_weights_", "make_stage", "resnet20", "resnet32"]
 
 
@@ -122,7 +124,7 @@ class CifarResNet(nn.Module):
         width: channels of the first stage; the others have ``2 width`` and ``4 width``.
 
     Raises:
-        ValueError: if ``depth`` is not of the form ``6 n + 2`` or ``width`` or
+        ModelConfigError: (a ``ValueError``) if ``depth`` is not of the form ``6 n + 2`` or ``width`` or
             ``num_classes`` is not positive.
 
     Examples:
@@ -134,12 +136,12 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int = 10, width: int = 16) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
-            raise ValueError(
+            raise ModelConfigError(
                 f"CifarResNet depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110, ...), got {depth}; "
                 "pick one of those depths."
             )
         if width < 1 or num_classes < 1:
-            raise ValueError(
+            raise ModelConfigError(
                 f"CifarResNet needs positive width and num_classes, got width={width}, "
                 f"num_classes={num_classes}."
             )

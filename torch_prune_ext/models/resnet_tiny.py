@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ModelConfigError
 from .resnet_cifar import init_weights_, make_stage
 
 __all__ = ["TinyImageNetResNet", "resnet18"]
@@ -27,7 +28,7 @@ class TinyImageNetResNet(nn.Module):
         width: channels of the first stage; stage ``i`` has ``width * 2**i``.
 
     Raises:
-        ValueError: if ``blocks`` does not have four positive entries.
+        ModelConfigError: (a ``ValueError``) if ``blocks`` does not have four positive entries.
 
     Examples:
         >>> model = TinyImageNetResNet((1, 1, 1, 1), num_classes=5, width=8)
@@ -39,9 +40,9 @@ class TinyImageNetResNet(nn.Module):
         super().__init__()
         blocks = tuple(blocks)
         if len(blocks) != 4 or any(b < 1 for b in blocks):
-            raise ValueError(f"blocks must have four positive entries, e.g. (2, 2, 2, 2); got {blocks}.")
+            raise ModelConfigError(f"blocks must have four positive entries, e.g. (2, 2, 2, 2); got {blocks}.")
         if width < 1 or num_classes < 1:
-            raise ValueError(f"width and num_classes must be positive, got width={width}, num_classes={num_classes}.")
+            raise ModelConfigError(f"width and num_classes must be positive, got width={width}, num_classes={num_classes}.")
         widths = [width * 2**i for i in range(4)]
         self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ModelConfigError
 from .resnet_cifar import init_weights_
 
 __all__ = ["VGG", "VGG16_PLAN", "VGG19_PLAN", "make_vgg_features", "vgg16_bn", "vgg19_bn"]
@@ -39,7 +40,7 @@ def make_vgg_features(plan: Sequence[int | str], in_channels: int = 3) -> nn.Seq
         An ``nn.Sequential`` of the layers in order.
 
     Raises:
-        ValueError: if an entry is neither a positive int nor ``"M"``.
+        ModelConfigError: (a ``ValueError``) if an entry is neither a positive int nor ``"M"``.
 
     Examples:
         >>> make_vgg_features([8, "M", 16])(torch.zeros(1, 3, 8, 8)).shape
@@ -58,14 +59,14 @@ def make_vgg_features(plan: Sequence[int | str], in_channels: int = 3) -> nn.Seq
             ]
             channels = entry
         else:
-            raise ValueError(f"VGG plan entries must be positive ints or 'M', got {entry!r}; fix the plan.")
+            raise ModelConfigError(f"VGG plan entries must be positive ints or 'M', got {entry!r}; fix the plan.")
     return nn.Sequential(*layers)
 
 
 def _last_channels(plan: Sequence[int | str]) -> int:
     numbers = [entry for entry in plan if entry != "M"]
     if not numbers:
-        raise ValueError("A VGG plan needs at least one convolution; add a channel count to the plan.")
+        raise ModelConfigError("A VGG plan needs at least one convolution; add a channel count to the plan.")
     return int(numbers[-1])
 
 
@@ -86,7 +87,7 @@ class VGG(nn.Module):
     def __init__(self, plan: Sequence[int | str], num_classes: int = 10) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}.")
+            raise ModelConfigError(f"num_classes must be positive, got {num_classes}.")
         self.plan = tuple(plan)
         self.features = make_vgg_features(self.plan)
         self.avgpool = nn.AvgPool2d(2)

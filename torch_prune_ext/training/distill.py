@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..data.augment import Transform
-from ..errors import InvalidOptionError, MissingDataError, MissingDependencyError
+from ..errors import InvalidOptionError, MissingDataError, MissingDependencyError, NonFiniteLossError
 from .batches import batch_inputs
 from .capture import FeatureLayer, capture_features, check_feature_shapes, teacher_outputs
 from .diagnostics import learning_gap, plot_history, weight_distance
@@ -175,7 +175,7 @@ class DistillationTrainer:
             self.adapter.train()
         total, parts = self.loss(x)
         if not torch.isfinite(total):
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"The distillation loss is {float(total)}; lower the learning rate or check the inputs."
             )
         optimizer_step(self.optimizer, total, model=self.student, masks=self.masks)
