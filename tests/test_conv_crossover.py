@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from builders import load_benchmark
 import torch
 
 from torch_prune_ext.kernels.dispatch import choose_conv_backend, load_table
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "conv_crossover.py"
-
-
 def _script():
-    spec = importlib.util.spec_from_file_location("conv_crossover", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("conv_crossover")
 
 
 def test_crossover_rule_stops_at_the_first_density_where_dense_wins():

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
+from builders import load_benchmark
 
 from torch_prune_ext.kernels.dispatch import CONV_BACKENDS
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "pruned_inference.py"
-
-
 def _script():
-    spec = importlib.util.spec_from_file_location("pruned_inference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("pruned_inference")
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
