@@ -14,7 +14,7 @@ from _machine import cpu_name
 MODEL_COLUMNS = ["model", "granularity", "sparsity", "density", "batch", "mode", "dense_ms", "accelerated_ms", "speedup",
                  "ideal_speedup", "fraction_of_ideal", "bound_speedup", "live_output", "sparse_layers", "max_rel_err", "loadavg"]
 LAYER_COLUMNS = ["layer", "backend", "density", "tile_density", "in_shape", "dense_ms", "accelerated_ms", "empty_ms",
-                 "speedup", "fraction_of_ideal", "dense_gflops", "tile_gflops", "act_mb", "kept_weight_mb"]
+                 "speedup", "fraction_of_ideal", "grid_factor", "dense_gflops", "tile_gflops", "act_mb", "kept_weight_mb"]
 
 #: The goal of issue 16: VGG-16-BN, block-pruned at 95%, at least this much faster than dense on the CPU.
 GOAL = ("vgg16_bn", "block", 0.95, 3.0)
@@ -71,13 +71,16 @@ def bound_lines(models: Sequence[dict[str, Any]], layers: Sequence[dict[str, Any
         kept_gflop = sum(2e-3 * r["macs_m"] * r["tile_density"] for r in sparse)
         dense_gflop = sum(2e-3 * r["macs_m"] for r in sparse)
         sparse_dense_ms = sum(r["dense_ms"] for r in sparse)
+        grid = sum(r["macs_m"] * r["tile_density"] * r["grid_factor"] for r in sparse) / max(
+            sum(r["macs_m"] * r["tile_density"] for r in sparse), 1e-30)
         lines.append(
             f"- {row['model']} {row['granularity']} {row['sparsity']:g} batch {row['batch']}: dense {row['dense_ms']:.2f} ms = "
             f"convs kept dense {kept_dense:.2f} + sparse convs' dense time {sum(r['dense_ms'] for r in sparse):.2f} "
             f"+ other ops (BN, ReLU, pools, classifier) {other:.2f} ms. Accelerated {row['accelerated_ms']:.2f} ms; "
-            f"the sparse convs' fixed cost (padding, NHWC copies, padded-grid rows; measured with an empty mask) "
+            f"the sparse convs' fixed cost (padded NHWC input copy, output and layout copy; measured with an empty mask) "
             f"{fixed:.2f} ms, their kept tiles {tiles:.2f} ms ({_rate(kept_gflop, tiles)} GFLOP/s on the kept tiles vs "
-            f"{_rate(dense_gflop, sparse_dense_ms)} GFLOP/s dense on the same layers). Bound if kept tiles were free: "
+            f"{_rate(dense_gflop, sparse_dense_ms)} GFLOP/s dense on the same layers; the tap path also computes the "
+            f"padded-grid rows: x{grid:.2f} the kept MACs, weighted). Bound if kept tiles were free: "
             f"{row['bound_ms']:.2f} ms = x{_num(row['bound_speedup']):.2f} (ideal by MACs x{_num(row['ideal_speedup']):.1f}).")
     return lines
 

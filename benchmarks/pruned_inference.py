@@ -57,7 +57,7 @@ MODEL_FIELDS = ["model", "granularity", "sparsity", "density", "batch", "mode", 
                 "repeats", "error"]
 LAYER_FIELDS = ["model", "granularity", "sparsity", "batch", "layer", "backend", "reason", "density", "tile_density",
                 "in_shape", "dense_ms", "accelerated_ms", "empty_ms", "speedup", "ideal_speedup", "fraction_of_ideal",
-                "act_mb", "kept_weight_mb", "macs_m", "dense_gflops", "tile_gflops"]
+                "act_mb", "kept_weight_mb", "macs_m", "grid_factor", "dense_gflops", "tile_gflops"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -182,8 +182,18 @@ def layer_rows(dense: nn.Module, accelerated: nn.Module, shapes: dict[str, torch
                          tile_gflops=2e-6 * macs * tile / (times["accelerated"] - times["empty"])
                          if sparse and times["accelerated"] > times["empty"] else float("nan"),
                          act_mb=4e-6 * (x.numel() + shape[0] * conv.out_channels * ho * wo),
-                         kept_weight_mb=4e-6 * conv.weight.numel() * density, macs_m=macs / 1e6))
+                         kept_weight_mb=4e-6 * conv.weight.numel() * density, macs_m=macs / 1e6,
+                         grid_factor=grid_factor(geometry, shape)))
     return rows
+
+
+def grid_factor(geometry: ConvGeometry, shape: torch.Size) -> float:
+    """Rows the tap backend computes per valid output: ``Hp·Wp / (Ho·Wo)`` for stride 1 (its shift mode), else 1."""
+    if geometry.stride != (1, 1):
+        return 1.0
+    ho, wo = geometry.output_size(shape[2], shape[3])
+    (ph, pw) = geometry.padding
+    return (shape[2] + 2 * ph) * (shape[3] + 2 * pw) / (ho * wo)
 
 
 def ideal_speedup(layers: list[dict[str, Any]]) -> float:
