@@ -113,7 +113,9 @@ def write_markdown(path: Path, meta: dict[str, Any], models: Sequence[dict[str, 
              f"- command: `{meta['command']}`", f"- date: {meta['date']}; wall {meta['seconds']} s",
              f"- machine: {cpu_name()}; torch threads {meta['threads']}",
              *(f"- {k}: {v}" for k, v in versions(device).items()),
-             f"- load average (1/5/15 min) at start {meta['loadavg_start']}, at end {meta['loadavg_end']}", ""]
+             f"- load average (1/5/15 min) at start {meta['loadavg_start']}, at end {meta['loadavg_end']}",
+             *([f"- torch.backends.cudnn.allow_tf32 (dense convs in TF32): {meta['cudnn_allow_tf32']}"]
+               if "cudnn_allow_tf32" in meta else []), ""]
     if device.type == "cpu":
         lines.append("Taken on a shared machine unless the load average says otherwise; dense and accelerated "
                      "repeats are interleaved so that load hits both alike; times are medians.")

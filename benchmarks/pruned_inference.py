@@ -48,6 +48,7 @@ from _inference_report import write_csv, write_markdown, write_plot  # noqa: E40
 from _timing import interleaved_ms, load_average  # noqa: E402
 
 import torch_prune_ext as tpe  # noqa: E402
+from torch_prune_ext.errors import PruningError  # noqa: E402
 from torch_prune_ext.kernels import AcceleratedConv2d, ConvGeometry  # noqa: E402
 from torch_prune_ext.models import get_model  # noqa: E402
 
@@ -141,11 +142,19 @@ def conv_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Size]:
     return shapes
 
 
-def empty_twin(layer: AcceleratedConv2d) -> AcceleratedConv2d:
-    """The same accelerated conv with an all-zero mask and the same backend: its fixed cost per call."""
+def empty_twin(layer: AcceleratedConv2d) -> AcceleratedConv2d | None:
+    """The same accelerated conv with an all-zero mask and the same backend (its fixed cost per call), or None
+    when that backend cannot run an empty mask (its ``empty_ms`` is then NaN)."""
     block = layer.plan.tap.block if layer.plan.tap is not None else None
-    return AcceleratedConv2d(layer.weight.detach(), torch.zeros_like(layer.weight_mask), layer.bias, layer.geometry,
-                             backend=layer.backend, block_size=block)
+    try:
+        twin = AcceleratedConv2d(layer.weight.detach(), torch.zeros_like(layer.weight_mask), layer.bias,
+                                 layer.geometry, backend=layer.backend, block_size=block)
+        with torch.inference_mode():
+            twin(torch.zeros(1, layer.geometry.in_channels, 8, 8, device=layer.weight.device))
+        return twin
+    except (RuntimeError, ValueError, PruningError) as exc:
+        print(f"  no empty-mask twin for a {layer.backend} layer: {exc}"[:200], flush=True)
+        return None
 
 
 def layer_rows(dense: nn.Module, accelerated: nn.Module, shapes: dict[str, torch.Size], case: dict[str, Any],
@@ -164,8 +173,8 @@ def layer_rows(dense: nn.Module, accelerated: nn.Module, shapes: dict[str, torch
         density = float((mask != 0).float().mean()) if mask is not None else 1.0
         candidates = {"dense": lambda: conv(x), "accelerated": lambda: fast(x)}
         sparse = isinstance(fast, AcceleratedConv2d) and fast.backend != "dense"
-        if sparse:
-            twin = empty_twin(fast)
+        twin = empty_twin(fast) if sparse else None
+        if twin is not None:
             candidates["empty"] = lambda: twin(x)
         with torch.inference_mode():
             times = interleaved_ms(candidates, args.repeats, device)
@@ -298,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                                                               *(sys.argv[1:] if argv is None else argv)])
     meta = dict(command=command, device=device, threads=torch.get_num_threads(), loadavg_start=load_average(),
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    if device.type == "cuda":  # dense cuDNN convs round fp32 to TF32 when this is on; the Triton kernels do not
+        meta["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
     started = time.perf_counter()
     models, layers, compiled = [], [], {}
     for name in args.models:
