@@ -233,13 +233,13 @@ def compiled_pair(dense: nn.Module, accelerated: nn.Module, x: torch.Tensor,
         return None, None, text
 
 
-def model_rows(dense: nn.Module, accelerated: nn.Module, masked_out: dict[int, torch.Tensor], layers: list[dict],
-               case: dict[str, Any], args: argparse.Namespace, compiled: dict[int, Any]) -> list[dict[str, Any]]:
+def model_rows(dense: nn.Module, accelerated: nn.Module, inputs: dict[int, torch.Tensor],
+               masked_out: dict[int, torch.Tensor], layers: list[dict], case: dict[str, Any], args: argparse.Namespace,
+               compiled: dict[int, Any]) -> list[dict[str, Any]]:
     """Whole-model timings, eager and compiled (dense compiled once, in ``compiled``), per batch size."""
     device = torch.device(args.device)
     rows = []
-    for batch in args.batch_sizes:
-        x = torch.randn(batch, 3, args.image_size, args.image_size, generator=torch.Generator().manual_seed(batch)).to(device)
+    for batch, x in inputs.items():
         with torch.inference_mode():
             ref, out = masked_out[batch], accelerated(x)
         err = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
@@ -294,7 +294,7 @@ def run_case(dense: nn.Module, name: str, granularity: str, sparsity: float, arg
     if not args.no_layers:
         for batch in args.batch_sizes:
             layers += layer_rows(dense, pruned, shapes[batch], dict(case, batch=batch), args, device)
-    return model_rows(dense, pruned, masked_out, layers, case, args, compiled), layers
+    return model_rows(dense, pruned, inputs, masked_out, layers, case, args, compiled), layers
 
 
 def main(argv: list[str] | None = None) -> int:
