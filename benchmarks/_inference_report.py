@@ -124,7 +124,9 @@ def write_markdown(path: Path, meta: dict[str, Any], models: Sequence[dict[str, 
     lines += ["", "## Goal: VGG-16-BN block-pruned at 95% at least 3x dense", "", *goal_lines(models), "",
               "## Whole models", "", "speedup = dense ms / accelerated ms (= throughput ratio); ideal = conv MACs / "
               "kept conv MACs; bound_speedup = the speedup if every kept tile cost nothing (see below); live_output False: "
-              "the mask cut every path from the input (constant logits), the case says little.", "",
+              "the mask cuts every path from the input (constant logits; common for uniform random block masks at "
+              "90%+, whose kept tiles need not line up from layer to layer). The times depend on the tile layout, "
+              "not on the values, so the speed numbers stand; such a mask would not train well.", "",
               *_table(MODEL_COLUMNS, models)]
     errors = sorted({r["error"] for r in models if r.get("error")})
     if errors:
