@@ -149,7 +149,8 @@ def pruned_inference(ctx: Context) -> Outcome:
             code = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=dict(os.environ),
                                   timeout=max(ctx.budget.left(), 1.0)).returncode
         except subprocess.TimeoutExpired:
-            return Outcome("partial", note=f"cut by the budget; output in {log.name}")
+            return Outcome("partial", note=f"cut by the budget; output in {log.name}, the cases measured so far in "
+                                           "pruned_inference.csv / .md")
     if code != 0:
         raise RuntimeError(f"{' '.join(command[1:])} exited with {code}; see {log}")
     return Outcome("complete", [f"pruned inference: see {log.name} and pruned_inference*.md / .csv / .png"])
