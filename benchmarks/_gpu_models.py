@@ -128,7 +128,8 @@ def round_times(ctx: Context) -> Outcome:
     return pending.outcome(headlines)
 
 
-#: ``benchmarks/pruned_inference.py`` (branch conv16): its arguments here, in one place for the lead to adjust.
+#: ``benchmarks/pruned_inference.py``: its arguments here, in one place for the lead to adjust (the step adds
+#: ``--results-dir`` = the suite's results folder).
 PRUNED_INFERENCE = ROOT / "benchmarks" / "pruned_inference.py"
 PRUNED_INFERENCE_ARGS = {"full": ["--device", "cuda"], "tiny": ["--device", "cpu", "--quick"]}
 
@@ -139,7 +140,8 @@ def pruned_inference(ctx: Context) -> Outcome:
         return Outcome("unavailable", note=f"{PRUNED_INFERENCE.relative_to(ROOT)} not available in this tree")
     if not ctx.budget.allows(10.0):
         return Outcome("partial", note="no budget left to start it")
-    command = [sys.executable, str(PRUNED_INFERENCE), *PRUNED_INFERENCE_ARGS["tiny" if ctx.tiny else "full"]]
+    command = [sys.executable, str(PRUNED_INFERENCE), *PRUNED_INFERENCE_ARGS["tiny" if ctx.tiny else "full"],
+               "--results-dir", str(ctx.results)]
     ctx.log("pruned inference: " + " ".join(command[1:]))
     log = ctx.results / "pruned_inference.log"
     with open(log, "w") as handle:
@@ -147,7 +149,8 @@ def pruned_inference(ctx: Context) -> Outcome:
             code = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=dict(os.environ),
                                   timeout=max(ctx.budget.left(), 1.0)).returncode
         except subprocess.TimeoutExpired:
-            return Outcome("partial", note=f"cut by the budget; output in {log.name}")
+            return Outcome("partial", note=f"cut by the budget; output in {log.name}, the cases measured so far in "
+                                           "pruned_inference.csv / .md")
     if code != 0:
         raise RuntimeError(f"{' '.join(command[1:])} exited with {code}; see {log}")
-    return Outcome("complete", [f"pruned inference: see {log.name} and the files pruned_inference.py writes"])
+    return Outcome("complete", [f"pruned inference: see {log.name} and pruned_inference*.md / .csv / .png"])

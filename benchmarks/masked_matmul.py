@@ -32,6 +32,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _crossover_table import merge_table  # noqa: E402
 
 from torch_prune_ext.kernels.cpu import CpuSparsePlan  # noqa: E402
 from torch_prune_ext.kernels.dispatch import DEFAULT_TABLE_PATH  # noqa: E402
@@ -186,12 +189,14 @@ def main(argv=None):
         wr = csv.DictWriter(f, fieldnames=list(rows[0]))
         wr.writeheader()
         wr.writerows(rows)
-    table = {args.device if args.device == "cpu" else "cuda": crossover(rows, args.blocks), "measured": meta}
-    if args.device != "cpu":
-        table["cuda"] = {"triton_max_block_density": {str(b): max_density(rows, "ours_triton", f"block{b}")
-                                                      for b in args.blocks}, "semi_structured": True}
+    if args.device == "cpu":
+        values = crossover(rows, args.blocks)
+    else:
+        values = {"triton_max_block_density": {str(b): max_density(rows, "ours_triton", f"block{b}") for b in args.blocks},
+                  "semi_structured": True}
     table_path = Path(args.table) if args.table else (DEFAULT_TABLE_PATH if args.device == "cpu" else out.with_suffix(".crossover.json"))
-    table_path.write_text(json.dumps(table, indent=1) + "\n")
+    # Only the Linear keys: the conv threshold (benchmarks/conv_crossover.py) in the same file is kept.
+    table = merge_table(table_path, "cpu" if args.device == "cpu" else "cuda", values, "measured", meta)
     lines = [f"# masked matmul benchmark ({args.device}, {args.dtype}, batch {args.batch})", "",
              f"command: `{meta['command']}`; threads {args.threads}; load average {load0} -> {meta['loadavg_end']}; "
              f"{meta['seconds']} s; torch {torch.__version__}", "",
@@ -199,7 +204,7 @@ def main(argv=None):
     lines += [f"| {r['shape']} | {r['mask']} | {r['sparsity']} | {r['method']} | {r['time_ms']:.3f} | {r['speedup']:.2f} | {r['max_err']:.1e} |" for r in rows]
     lines += ["", "dense F.linear time per shape: " + ", ".join(sorted({f"{r['shape']}: {r['dense_ms']:.2f} ms" for r in rows})),
               "", "## crossover table (written to " + str(table_path.relative_to(ROOT) if table_path.is_relative_to(ROOT) else table_path) + ")",
-              "", "```json", json.dumps({k: v for k, v in table.items() if k != "measured"}, indent=1), "```"]
+              "", "```json", json.dumps({k: v for k, v in table.items() if not k.startswith("measured")}, indent=1), "```"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib

@@ -102,3 +102,15 @@ def px_conformance_batches(seed: int = 0, batches: int = 2, size: int = 6) -> li
     """``batches`` seeded standard-normal inputs of shape ``(size, 3, 8, 8)`` for :class:`PXConformanceNet`."""
     generator = torch.Generator().manual_seed(1000 + seed)
     return [torch.randn(size, 3, 8, 8, generator=generator) for _ in range(batches)]
+
+
+def load_benchmark(name: str):
+    """A fresh module object of ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

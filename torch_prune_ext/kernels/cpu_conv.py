@@ -120,9 +120,14 @@ class _Taps:
             self.rows = b * self.out[0] * self.out[1]
 
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as a zero-padded NHWC tensor (only the border is zeroed: the interior is overwritten)."""
         hp, wp = self.padded
         (h, w), (ph, pw) = self.size, self.pad
-        xp = x.new_zeros(self.batch, hp, wp, self.c)
+        xp = x.new_empty(self.batch, hp, wp, self.c)
+        xp[:, :ph].zero_()
+        xp[:, ph + h:].zero_()
+        xp[:, ph:ph + h, :pw].zero_()
+        xp[:, ph:ph + h, pw + w:].zero_()
         xp[:, ph:ph + h, pw:pw + w] = x.permute(0, 2, 3, 1)
         return xp
 

@@ -18,7 +18,8 @@ class AcceleratedLayer(nn.Module, metaclass=abc.ABCMeta):
 
     ``weight`` is a dense parameter holding zeros where pruned (its gradient is zero there, so it stays
     pruned under training); ``weight_mask`` is a buffer; ``plan`` is rebuilt by :meth:`replan` (after
-    moving the module, or with a new table). Subclasses implement :meth:`_make_plan`.
+    moving the module, loading a ``state_dict`` with a mask, or with a new table). Subclasses implement
+    :meth:`_make_plan`.
     """
 
     def _init_weights(
@@ -55,6 +56,15 @@ class AcceleratedLayer(nn.Module, metaclass=abc.ABCMeta):
         if table is not None:
             self._table = table
         self.plan = self._make_plan()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):  # type: ignore[override]
+        # A loaded mask replaces the buffer in place; the plan (tiles, sparse structure) must follow it.
+        errors_before = len(error_msgs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if prefix + "weight_mask" in state_dict and len(error_msgs) == errors_before:
+            self.replan()
 
     def _apply(self, fn, recurse=True):  # type: ignore[override]
         out = super()._apply(fn, recurse)
