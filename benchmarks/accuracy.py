@@ -6,11 +6,12 @@ Presets of :func:`torch_prune_ext.evaluation.run_comparison`, two CPU budget run
   10 epochs of SGD (lr 0.05, momentum 0.9, wd 1e-4, cosine), batch 128, 100-image pruning set.
 * ``cifar-resnet20``: ResNet-20 on a fixed 5000-image CIFAR-10 training subset (tested on a
   fixed 2000-image test subset), 89.3 / 98.2% sparsity, seeds 0-2, every method plus the PX
-  variants ``px-running`` and ``px-release-2024`` (skipped with a note until PX accepts their
-  options), 8 epochs of SGD (peak lr 0.05, momentum 0.9, wd 5e-4, one-cycle) with crop + flip,
-  batch 64, 100-image pruning set. About 170 s per training run and ~4 min of pruning per
-  sparsity on one CPU thread; ``--time-limit 1800`` runs it in pieces. The seed-0 rows of the
-  plain methods recorded before the seeds and variants were added keep their recipe hash.
+  variants ``px-running`` (``norm="running"``) and ``px-release-2024``, 8 epochs of SGD (peak
+  lr 0.05, momentum 0.9, wd 5e-4, one-cycle) with crop + flip, batch 64, 100-image pruning set.
+  About 150 s per training run on one CPU thread, plus the pruning (PX ~2 min, its 2024 release
+  ~4 min, NTK-SAP ~1 min per run); ``--time-limit 1800`` runs it in pieces. The seed-0 rows of
+  the plain methods recorded before the seeds and variants were added keep their recipe hash
+  (PX's were rerun: they predate ``norm="batch"``).
 
 and two GPU runs (prepared, not run yet: no GPU was available to this work), ResNet-20 on all
 of CIFAR-10, data preloaded on the GPU, augmentation on the GPU, channels_last + bf16
