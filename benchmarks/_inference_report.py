@@ -139,14 +139,21 @@ def write_markdown(path: Path, meta: dict[str, Any], models: Sequence[dict[str, 
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_plot(path: Path, models: Sequence[dict[str, Any]]) -> None:
+def write_plot(path: Path, models: Sequence[dict[str, Any]]) -> bool:
     """Speedup vs sparsity per model, granularity, batch and mode, with the ideal and the bound (matplotlib).
 
     Args:
         path: the ``.png`` file.
         models: model rows.
+
+    Returns:
+        Whether the plot was written (``False`` without matplotlib, the optional extra ``plot``).
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed (pip install matplotlib): no plot {path.name}")
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -168,3 +175,4 @@ def write_plot(path: Path, models: Sequence[dict[str, Any]]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return True

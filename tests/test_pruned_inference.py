@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 from pathlib import Path
 
@@ -73,7 +74,11 @@ def test_quick_run_writes_markdown_and_plot(quick_run):
     for words in ("command: `python benchmarks/pruned_inference.py --quick", "load average", "machine:", "torch",
                   "--quick run", "## Where the time goes", "Bound if kept tiles were free", "### resnet20 block 0.95 batch 3"):
         assert words in text, words
-    assert (results / "pruned_inference_quick.png").stat().st_size > 1000
+    plot = results / "pruned_inference_quick.png"
+    if importlib.util.find_spec("matplotlib") is None:  # the optional extra "plot": the run goes on without it
+        assert not plot.exists()
+    else:
+        assert plot.stat().st_size > 1000
 
 
 @pytest.mark.parametrize("args, words", [(["--sparsities", "95"], "--sparsities"),
