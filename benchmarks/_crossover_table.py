@@ -8,10 +8,11 @@ its own keys and its own provenance entry.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from _gpu_common import save_json  # benchmarks/ is on sys.path when run as a script
 
 __all__ = ["merge_table"]
 
@@ -48,7 +49,5 @@ def merge_table(path: Path, device: str, values: Mapping[str, Any], provenance_k
     section = table.get(device) if isinstance(table.get(device), dict) else {}
     table[device] = {**section, **values}
     table[provenance_key] = dict(provenance)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(table, indent=1) + "\n")
-    os.replace(tmp, path)
+    save_json(path, table)
     return table

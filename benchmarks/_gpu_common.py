@@ -93,8 +93,8 @@ class Outcome:
     """What a step reports to the summary.
 
     Attributes:
-        status: ``"complete"``, ``"partial"`` (cut by the budget; the next call continues),
-            ``"unavailable"`` (its code is not in this tree) or ``"skipped"`` (e.g. no data).
+        status: ``"complete"``, ``"partial"`` (cut by the budget; the next call continues)
+            or ``"skipped"`` (e.g. no data).
         headlines: the numbers worth a line in the summary.
         note: why it is not complete, or anything else the lead must know.
     """

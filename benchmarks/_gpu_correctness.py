@@ -11,7 +11,6 @@ then (documented in the markdown).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import torch
 from _gpu_common import Context, Outcome, Pending, Table, write_markdown
 from masked_matmul import block_mask
 
-from torch_prune_ext.kernels import triton_kernels
+from torch_prune_ext.kernels import selfcheck, triton_kernels
 from torch_prune_ext.kernels.accelerate import AcceleratedLinear
 from torch_prune_ext.kernels.format import BlockSparseWeight
 
@@ -168,31 +167,23 @@ def _finish(ctx: Context, table: Table, started: float, cut: bool) -> Outcome:
 
 # ------------------------------------------------------------------------------------------- Conv2d
 
-#: The Conv2d kernels' self-check: ``check_conv_kernels(device, dtypes, shapes)`` (max errors of forward, dX, dW).
-CONV_MODULE = "torch_prune_ext.kernels.selfcheck"
-
-
-def conv_shapes(module, tiny: bool) -> list:
+def conv_shapes(tiny: bool) -> list:
     """Cases handed to ``check_conv_kernels``: one tiny layer in a dry run, else ResNet-20 and VGG-16 layers."""
-    return [module.ConvCase("tiny", 2, 16, 16, 6)] if tiny else list(module.REALISTIC_CONV_CASES)
+    return [selfcheck.ConvCase("tiny", 2, 16, 16, 6)] if tiny else list(selfcheck.REALISTIC_CONV_CASES)
 
 
 def conv_correctness(ctx: Context) -> Outcome:
     """Step: the Conv2d kernels' own self-check, recorded with this suite's tolerances."""
     started = time.perf_counter()
-    try:
-        module = importlib.import_module(CONV_MODULE)
-    except ImportError as exc:
-        return Outcome("unavailable", note=f"{CONV_MODULE} not available in this tree ({exc})")
     table = Table(ctx.results / "kernel_correctness.csv", CORRECTNESS_FIELDS)
     if table.has("conv/0"):
         return _finish(ctx, table, started, cut=False)
     dtypes = [DTYPES[d] for d in checked_dtypes(ctx)]
     ctx.log(f"conv kernel self-check on {ctx.device}, {len(dtypes)} dtypes")
-    cases = conv_shapes(module, ctx.tiny)
+    cases = conv_shapes(ctx.tiny)
     # fp32 products as the Linear kernels multiply them on this device (TF32 on CUDA unless disabled).
     allow_tf32 = fp32_mode(ctx) == "tf32"
-    results = module.check_conv_kernels(ctx.device, dtypes, cases, allow_tf32=allow_tf32)
+    results = selfcheck.check_conv_kernels(ctx.device, dtypes, cases, allow_tf32=allow_tf32)
     if not results:
         return Outcome("partial", note="check_conv_kernels returned no rows")
     names = {v: k for k, v in DTYPES.items()}

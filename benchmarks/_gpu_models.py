@@ -136,8 +136,6 @@ PRUNED_INFERENCE_ARGS = {"full": ["--device", "cuda"], "tiny": ["--device", "cpu
 
 def pruned_inference(ctx: Context) -> Outcome:
     """Step: accelerated VGG-16-BN / ResNet-20 vs dense end to end, by ``benchmarks/pruned_inference.py``."""
-    if not PRUNED_INFERENCE.is_file():
-        return Outcome("unavailable", note=f"{PRUNED_INFERENCE.relative_to(ROOT)} not available in this tree")
     if not ctx.budget.allows(10.0):
         return Outcome("partial", note="no budget left to start it")
     command = [sys.executable, str(PRUNED_INFERENCE), *PRUNED_INFERENCE_ARGS["tiny" if ctx.tiny else "full"],

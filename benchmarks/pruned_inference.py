@@ -166,11 +166,10 @@ def layer_rows(dense: nn.Module, accelerated: nn.Module, shapes: dict[str, torch
     for name, shape in shapes.items():
         conv, fast = dense.get_submodule(name), accelerated.get_submodule(name)
         x = torch.randn(shape, device=device)
-        geometry = ConvGeometry(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                conv.padding, conv.dilation)
+        geometry = ConvGeometry.of(conv)
         ho, wo = geometry.output_size(shape[2], shape[3])
         choice = report.get(name)
-        mask = fast.weight_mask if isinstance(fast, AcceleratedConv2d) else getattr(fast, "weight_mask", None)
+        mask = getattr(fast, "weight_mask", None)
         density = float((mask != 0).float().mean()) if mask is not None else 1.0
         candidates = {"dense": lambda: conv(x), "accelerated": lambda: fast(x)}
         sparse = isinstance(fast, AcceleratedConv2d) and fast.backend != "dense"
@@ -274,22 +273,32 @@ def _speed_columns(times: dict[str, float], batch: int, layers: list[dict], mode
     return cols
 
 
+def dense_inputs(dense: nn.Module,
+                 args: argparse.Namespace) -> tuple[dict[int, torch.Tensor], dict[int, dict[str, torch.Size]]]:
+    """The input batch of every batch size (seeded by the size) and each conv's input shape in ``dense``."""
+    device = torch.device(args.device)
+    inputs = {b: torch.randn(b, 3, args.image_size, args.image_size, generator=torch.Generator().manual_seed(b)).to(device)
+              for b in args.batch_sizes}
+    return inputs, {b: conv_inputs(dense, x) for b, x in inputs.items()}
+
+
 def run_case(dense: nn.Module, name: str, granularity: str, sparsity: float, args: argparse.Namespace,
-             compiled: dict[int, Any]) -> tuple[list[dict], list[dict]]:
-    """One model at one granularity and sparsity against ``dense`` (seed 0): its model rows and layer rows."""
+             compiled: dict[int, Any], inputs: dict[int, torch.Tensor],
+             shapes: dict[int, dict[str, torch.Size]]) -> tuple[list[dict], list[dict]]:
+    """One model at one granularity and sparsity against ``dense`` (seed 0): its model rows and layer rows.
+
+    ``inputs`` and ``shapes`` come from :func:`dense_inputs` (the same for every case of a model).
+    """
     seed, device = 0, torch.device(args.device)
     pruned = pruned_copy(name, seed, args, granularity, sparsity).to(device)
     masks = [m.weight_mask for m, _ in prune_targets(pruned)]
     density = sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
     case = dict(model=name, granularity=granularity, sparsity=sparsity, density=density)
-    inputs = {b: torch.randn(b, 3, args.image_size, args.image_size, generator=torch.Generator().manual_seed(b)).to(device)
-              for b in args.batch_sizes}
     with torch.inference_mode():
         masked_out = {b: pruned(x) for b, x in inputs.items()}
         probe = pruned(torch.randn(2, 3, args.image_size, args.image_size, device=device))
     # A mask that cuts every path from the input leaves constant logits: such a case is flagged, not hidden.
     case["live_output"] = bool((probe[0] - probe[1]).abs().max() > 1e-6 * probe.abs().max().clamp_min(1e-30))
-    shapes = {b: conv_inputs(dense, x) for b, x in inputs.items()}
     tpe.accelerate(pruned, device=device, conv_backend=args.conv_backend)
     layers = []
     if not args.no_layers:
@@ -325,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         torch.manual_seed(0)
         dense = get_model(name, num_classes=10).eval().to(device)
+        inputs, shapes = dense_inputs(dense, args)
         for granularity in args.granularities:
             for sparsity in args.sparsities:
                 print(f"{name} {granularity} {sparsity:.0%}", flush=True)
-                rows, layer_list = run_case(dense, name, granularity, sparsity, args, compiled)
+                rows, layer_list = run_case(dense, name, granularity, sparsity, args, compiled, inputs, shapes)
                 models += rows
                 layers += layer_list
                 for r in rows:
