@@ -19,7 +19,7 @@ Examples:
     >>> parser = argparse.ArgumentParser()
     >>> add_flags(parser, flags)
     >>> args = parser.parse_args(["--size", "4", "--fast", "--scale", "2", "3"])
-    >>> build_dataclass(Demo, flags, args)
+    >>> Demo(**dataclass_kwargs(Demo, given_values(flags, args)))
     Demo(size=4, scale=(2.0, 3.0), fast=True, mode='a')
     >>> flag_arguments(flags, Demo(size=5, mode="b"))
     ['--size', '5', '--scale', '1.0', '--no-fast', '--mode', 'b']
@@ -48,7 +48,6 @@ __all__ = [
     "DTYPE_NAMES",
     "Flag",
     "add_flags",
-    "build_dataclass",
     "dataclass_kwargs",
     "dataclass_flags",
     "field_flag",
@@ -291,14 +290,6 @@ def dataclass_kwargs(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     for head, inner in nested.items():
         kwargs[head] = hints[head](**dataclass_kwargs(hints[head], inner))
     return kwargs
-
-
-def build_dataclass(cls: type, flags: Sequence[Flag], args: argparse.Namespace, **fixed: Any) -> Any:
-    """The dataclass ``cls`` from the parsed arguments: the given flags, ``fixed``, defaults for the rest.
-
-    Examples: see the module docstring.
-    """
-    return cls(**{**dataclass_kwargs(cls, given_values(flags, args)), **fixed})
 
 
 def flag_arguments(flags: Sequence[Flag], instance: Any) -> list[str]:

@@ -40,6 +40,7 @@ from ..errors import BatchShapeError, ModelSpecError, PruningError
 from ..methods import METHODS
 from ..models import MODELS, default_dataset_of, input_shape_of
 from ..models.spec import build_model, check_input_shape, is_model_path
+from ..training.batches import minibatches
 from .common import CHECKPOINT_FORMAT, check_device, checkpoint_is_ours
 from .compare import add_compare_parser
 from .fields import add_flags, given_values
@@ -108,7 +109,7 @@ def _pruning_batches(args: argparse.Namespace, num_classes: int, input_shape: tu
     args.data = args.data or default_dataset_of(args.model, no_fit="random")
     x, y = _pruning_data(args, num_classes, input_shape)
     batch_size = min(args.batch_size, math.ceil(len(x) / world_size))  # every rank gets a batch
-    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    batches = list(minibatches(x, y, batch_size))
     return batches, f"{args.data} pruning set of {len(x)} examples"
 
 

@@ -257,7 +257,7 @@ class ScoringProblem:
         data, if any, are integers: :mod:`torch_prune_ext.core.inputs`), else ``None``."""
         if "vocabulary" not in self.memo:
             embedding = input_embedding(self.model)
-            dtype = self.data.first_input_dtype() if self.data.given else None
+            dtype = self.data.first_input_dtype() if embedding is not None and self.data.given else None
             floating = dtype is not None and dtype.is_floating_point
             self.memo["vocabulary"] = None if embedding is None or floating else embedding.num_embeddings
         return self.memo["vocabulary"]

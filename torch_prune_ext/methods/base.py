@@ -183,10 +183,11 @@ class PruningMethod(prune.BasePruningMethod):
             n_alive_given: the number of unpruned entries torch handed over, checked
                 against the targets before any scoring.
         """
+        views: list[list[int]] = []  # torch's parameter list as target indices, found once by check
 
         def check(problem: ScoringProblem) -> None:
-            view = self._torch_view(problem.targets)
-            n_alive_view = sum(int((problem.masks[i] != 0).sum()) for i in view)
+            views.append(self._torch_view(problem.targets))
+            n_alive_view = sum(int((problem.masks[i] != 0).sum()) for i in views[0])
             if n_alive_given is not None and n_alive_given != n_alive_view:
                 raise TargetError(
                     f"torch handed {type(self).__name__} {n_alive_given} unpruned entries, but its targets have "
@@ -196,7 +197,7 @@ class PruningMethod(prune.BasePruningMethod):
 
         outcome = engine.plan(type(self), self.model, self.data, self.targets, self.options, self.config,
                               self.goal, check=check)
-        view = self._torch_view(outcome.problem.targets)
+        view = views[0]
         self._planned = [outcome.before[i] for i in view], [outcome.masks[i] for i in view]
         make_deepcopyable(t.module for t in outcome.problem.targets)  # torch prunes them next
         return outcome

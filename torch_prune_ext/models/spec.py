@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..core.functional import eval_mode
 from ..errors import BatchShapeError, ModelSpecError
 from . import MODELS, get_model
 
@@ -132,16 +133,12 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int], device: str 
         ...     print(str(error)[:44])
         the model does not run on inputs of shape (3
     """
-    modes = [(module, module.training) for module in model.modules()]
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(2, *input_shape, device=device))
+        with eval_mode(model), torch.no_grad():
+            model(torch.zeros(2, *input_shape, device=device))
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BatchShapeError(
             f"the model does not run on inputs of shape {tuple(input_shape)} ({reason}); pass the shape it takes "
             f"as --input-shape (one example, no batch dimension: {math.prod(input_shape)} values now)."
         ) from error
-    finally:
-        for module, training in modes:
-            module.training = training
